@@ -1,0 +1,1 @@
+"""Data sources, the slice store, splits, bicubic degradation and patches."""

@@ -1,0 +1,121 @@
+"""``mrsr ingest``: read a data source into the slice store (see :mod:`mrsr.data.store`).
+
+Sources:
+- ``sample``: the embedded Brain-Tumor-Progression NIfTI volumes (data/btp-sample).
+- ``local``: any folder: NIfTI volumes (.nii, .nii.gz) and DICOM files in any layout (grouped by
+  SeriesInstanceUID, see :mod:`mrsr.data.dicom`). Also what ``mrsr download`` writes.
+One bad file never stops the run: it is listed in rejected.csv with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from mrsr.data.store import SeriesSlices, SliceStoreWriter
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def nifti_stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def read_nifti_series(path: Path, root: Path, spacing_known: bool = True) -> SeriesSlices:
+    """One NIfTI volume as a series of axial slices along its third axis.
+
+    NIfTI arrays are (i, j, k) with i running along columns; slices are transposed to DICOM
+    row/column order. Position along the normal comes from the affine.
+
+    Args:
+        path: the .nii or .nii.gz file.
+        root: folder the series id is made relative to.
+        spacing_known: False when the header's voxel size is known to be wrong (the sample).
+    """
+    image = nib.load(str(path))
+    if len(image.shape) == 4 and image.shape[3] == 1:
+        image = image.slicer[..., 0]
+    if len(image.shape) != 3:
+        raise ValueError(f"expected a 3-D volume, got shape {image.shape}")
+    volume = np.asarray(image.dataobj, dtype=np.float32)  # applies scl_slope / scl_inter
+    pixels = np.ascontiguousarray(np.transpose(volume, (2, 1, 0)))
+    affine = image.affine
+    normal = affine[:3, 2] / max(np.linalg.norm(affine[:3, 2]), 1e-12)
+    positions = [float(normal @ (affine[:3, :3] @ np.array([0.0, 0.0, k]) + affine[:3, 3])) for k in range(len(pixels))]
+    zooms = image.header.get_zooms()
+    rel = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
+    patient = rel.parts[0] if len(rel.parts) > 1 else nifti_stem(path)
+    uid = str(rel.with_name(nifti_stem(path))).replace("\\", "/")
+    return SeriesSlices(
+        patient_id=patient,
+        series_uid=uid,
+        description=nifti_stem(path),
+        pixels=pixels,
+        paths=[str(path)] * len(pixels),
+        positions=positions,
+        pixel_spacing=(float(zooms[1]), float(zooms[0])) if spacing_known else None,
+    )
+
+
+def ingest_nifti_files(paths: list[Path], root: Path, writer: SliceStoreWriter, spacing_known: bool = True) -> None:
+    for path in paths:
+        try:
+            writer.add_series(read_nifti_series(path, root, spacing_known))
+        except Exception as exc:  # any unreadable volume is a rejection, not a crash
+            writer.reject(path, f"unreadable NIfTI: {exc}")
+
+
+def ingest(source: str, input_dir: str | Path, out_dir: str | Path) -> dict:
+    """Ingest ``input_dir`` into a slice store at ``out_dir``; returns the summary counts."""
+    input_dir, out_dir = Path(input_dir), Path(out_dir)
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f"{input_dir}: input folder does not exist")
+    writer = SliceStoreWriter(out_dir)
+    files = sorted(p for p in input_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if source == "sample":
+        # The sample's headers claim 1 mm voxels, which is wrong (its README): record the spacing as unknown.
+        ingest_nifti_files([p for p in files if is_nifti(p)], input_dir, writer, spacing_known=False)
+    elif source == "local":
+        ingest_nifti_files([p for p in files if is_nifti(p)], input_dir, writer)
+        others = [p for p in files if not is_nifti(p) and p.suffix.lower() not in {".md", ".csv", ".json", ".html", ".txt"}]
+        if others:
+            from mrsr.data.dicom import ingest_dicom_files
+
+            ingest_dicom_files(others, writer)
+    else:
+        raise ValueError(f"unknown source {source!r} (sample or local; tcia data is ingested as local)")
+    summary = writer.close(source)
+    if summary["slices"] == 0:
+        raise ValueError(f"{input_dir}: no usable image slices found ({summary['files_rejected']} files rejected)")
+    return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", choices=["sample", "local"], default="local")
+    parser.add_argument("--input", required=True, type=Path, help="folder to read")
+    parser.add_argument("--out", required=True, type=Path, help="slice store folder to write")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        summary = ingest(args.source, args.input, args.out)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"ingested {summary['slices']} slices from {summary['series']} series into {args.out}; "
+        f"{summary['zero_slices_dropped']} all-zero slices dropped, {summary['files_rejected']} files rejected"
+    )
+    return 0

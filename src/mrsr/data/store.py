@@ -1,0 +1,170 @@
+"""The slice store: the one on-disk layout every data source ends in.
+
+Layout of a store folder ``DIR``::
+
+    DIR/index.csv        one row per kept slice (columns: INDEX_COLUMNS)
+    DIR/rejected.csv     one row per rejected input file (path, reason)
+    DIR/slices/KEY.npy   float32 array (n_slices, rows, cols) per series, raw intensities
+                         (Rescale Slope/Intercept applied, MONOCHROME1 inverted), DICOM row/column order
+    DIR/ingest.json      counts: series, slices kept, all-zero slices dropped, files rejected
+
+``index.csv`` rows point into the arrays by ``series_key`` and ``slice_index``; rows of a series are
+ordered along the slice normal. Downstream stages (split, patches, evaluation, report) read only this.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mrsr.io import atomic_path, write_csv, write_json
+
+INDEX_COLUMNS = [
+    "slice_id",  # f"{series_key}:{slice_index:04d}"
+    "series_key",  # filesystem-safe id of the series (file stem of slices/KEY.npy)
+    "slice_index",  # row in slices/KEY.npy
+    "patient_id",
+    "series_uid",  # SeriesInstanceUID, or a stable id for NIfTI volumes
+    "series_description",
+    "path",  # the source file the slice came from
+    "position",  # position along the slice normal in mm (NaN when unknown)
+    "rows",
+    "cols",
+    "pixel_spacing_row",  # mm, NaN when unknown
+    "pixel_spacing_col",
+    "min",
+    "max",
+    "mean",
+    "std",
+]
+REJECTED_COLUMNS = ["path", "reason"]
+
+
+def series_key(patient_id: str, description: str, uid: str) -> str:
+    """A short, readable, filesystem-safe key that is unique per series UID."""
+    stem = re.sub(r"[^A-Za-z0-9]+", "-", f"{patient_id}_{description}").strip("-")[:48]
+    digest = hashlib.sha1(uid.encode()).hexdigest()[:8]
+    return f"{stem}_{digest}"
+
+
+@dataclass
+class SeriesSlices:
+    """One series ready to be stored: slices already ordered along the normal.
+
+    Args:
+        patient_id: patient identifier.
+        series_uid: SeriesInstanceUID (or a stable id for a NIfTI volume).
+        description: series description.
+        pixels: float array (n, rows, cols), raw intensities in DICOM row/column order.
+        paths: source file of each slice (length n).
+        positions: position of each slice along the normal in mm (length n; NaN when unknown).
+        pixel_spacing: (row, col) spacing in mm, or None when unknown.
+    """
+
+    patient_id: str
+    series_uid: str
+    description: str
+    pixels: np.ndarray
+    paths: list[str]
+    positions: list[float]
+    pixel_spacing: tuple[float, float] | None = None
+
+
+@dataclass
+class SliceStoreWriter:
+    """Collects series and rejections, then writes the store atomically (file by file).
+
+    All-zero slices (padding) are dropped and counted, not stored.
+    """
+
+    out_dir: Path
+    rows: list[dict] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+    zero_slices_dropped: int = 0
+    n_series: int = 0
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        (self.out_dir / "slices").mkdir(parents=True, exist_ok=True)
+
+    def reject(self, path: str | Path, reason: str) -> None:
+        self.rejected.append({"path": str(path), "reason": reason})
+
+    def add_series(self, series: SeriesSlices) -> str | None:
+        """Store one series; returns its key, or None when every slice was all-zero."""
+        pixels = np.asarray(series.pixels, dtype=np.float32)
+        if pixels.ndim != 3:
+            raise ValueError(f"series {series.series_uid}: expected (n, rows, cols), got {pixels.shape}")
+        nonzero = np.any(pixels.reshape(len(pixels), -1) != 0, axis=1)
+        self.zero_slices_dropped += int((~nonzero).sum())
+        if not nonzero.any():
+            for p in dict.fromkeys(series.paths):
+                self.reject(p, "series holds only all-zero slices")
+            return None
+        kept = pixels[nonzero]
+        paths = [p for p, k in zip(series.paths, nonzero) if k]
+        positions = [float(z) for z, k in zip(series.positions, nonzero) if k]
+        key = series_key(series.patient_id, series.description, series.series_uid)
+        with atomic_path(self.out_dir / "slices" / f"{key}.npy", suffix=".npy") as tmp:
+            with open(tmp, "wb") as fh:  # a file object: np.save would append ".npy" to a path
+                np.save(fh, kept)
+        spacing = series.pixel_spacing or (float("nan"), float("nan"))
+        flat = kept.reshape(len(kept), -1)
+        stats = dict(min=flat.min(1), max=flat.max(1), mean=flat.mean(1), std=flat.std(1))
+        for i in range(len(kept)):
+            self.rows.append(
+                {
+                    "slice_id": f"{key}:{i:04d}",
+                    "series_key": key,
+                    "slice_index": i,
+                    "patient_id": series.patient_id,
+                    "series_uid": series.series_uid,
+                    "series_description": series.description,
+                    "path": paths[i],
+                    "position": positions[i],
+                    "rows": kept.shape[1],
+                    "cols": kept.shape[2],
+                    "pixel_spacing_row": spacing[0],
+                    "pixel_spacing_col": spacing[1],
+                    **{name: float(v[i]) for name, v in stats.items()},
+                }
+            )
+        self.n_series += 1
+        return key
+
+    def close(self, source: str) -> dict:
+        """Write index.csv, rejected.csv and ingest.json; returns the summary."""
+        write_csv(self.out_dir / "rejected.csv", pd.DataFrame(self.rejected, columns=REJECTED_COLUMNS))
+        summary = {
+            "source": source,
+            "series": self.n_series,
+            "slices": len(self.rows),
+            "zero_slices_dropped": self.zero_slices_dropped,
+            "files_rejected": len(self.rejected),
+        }
+        write_json(self.out_dir / "ingest.json", summary)
+        # index.csv last: its presence marks a complete store.
+        write_csv(self.out_dir / "index.csv", pd.DataFrame(self.rows, columns=INDEX_COLUMNS))
+        return summary
+
+
+def read_index(store_dir: str | Path) -> pd.DataFrame:
+    """Read a store's index.csv, with a clear error when the store is incomplete."""
+    path = Path(store_dir) / "index.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no slice index (run the ingest step first)")
+    frame = pd.read_csv(path, dtype={"patient_id": str, "series_uid": str, "series_key": str})
+    missing = [c for c in INDEX_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}")
+    return frame
+
+
+def load_series(store_dir: str | Path, key: str, mmap: bool = True) -> np.ndarray:
+    """The (n, rows, cols) float32 array of one series."""
+    return np.load(Path(store_dir) / "slices" / f"{key}.npy", mmap_mode="r" if mmap else None)

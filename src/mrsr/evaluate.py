@@ -1,0 +1,137 @@
+"""``mrsr evaluate`` and ``mrsr summarize``: metrics on the test split (recipe: :mod:`mrsr.metrics`).
+
+``evaluate`` runs one method (a trained weights file, or ``bicubic``) at one scale on every test
+slice: HR = the normalised, mod-cropped slice; LR = its bicubic downscaling; SR = the method's
+full-image output. It writes one CSV row per slice, and keeps one example slice's images (npz) for
+the report's visual comparison. ``summarize`` collects those CSVs into summary.csv, one row per
+(method, strategy, scale).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mrsr.config import border_pixels, load_config
+from mrsr.data.patches import degrade
+from mrsr.data.store import load_series, read_index
+from mrsr.io import atomic_path, write_csv, write_json
+from mrsr.metrics import slice_metrics
+from mrsr.models import SuperResolver, build_model
+from mrsr.weights import load_model
+
+SUMMARY_COLUMNS = ["method", "strategy", "scale", "psnr", "ssim", "n_images", "psnr_std", "ssim_std", "psnr_fg"]
+
+
+def test_slices(store: Path, split: pd.DataFrame, max_slices: int | None = None):
+    """Yield (index row, normalised HR slice) for every test slice, in index order."""
+    index = read_index(store)
+    test = split[split["split"] == "test"].set_index("series_key")
+    rows = index[index["series_key"].isin(test.index)].sort_values(["series_key", "slice_index"])
+    if max_slices:
+        rows = rows.iloc[np.linspace(0, len(rows) - 1, min(max_slices, len(rows))).astype(int)]
+    for key, group in rows.groupby("series_key", sort=True):
+        volume = load_series(store, key)
+        norm = np.float32(test.loc[key, "norm"])
+        for row in group.itertuples():
+            yield row, np.asarray(volume[row.slice_index], dtype=np.float32) / norm
+
+
+def example_slice_id(store: Path, split: pd.DataFrame) -> str:
+    """The slice shown in the report's Figure 3: the test slice with the most foreground."""
+    index = read_index(store)
+    test = index[index["series_key"].isin(split.loc[split["split"] == "test", "series_key"])]
+    return str(test.sort_values(["mean", "slice_id"], ascending=[False, True])["slice_id"].iloc[0])
+
+
+@torch.inference_mode()
+def evaluate(model: SuperResolver, store: Path, split: pd.DataFrame, scale: int, border: int,
+             foreground_threshold: float, max_slices: int | None = None, example_id: str | None = None):
+    """Per-slice metrics of ``model``; returns (DataFrame, example images dict or None)."""
+    model.eval()
+    records, example = [], None
+    for row, slice_hr in test_slices(store, split, max_slices):
+        hr, lr = degrade(slice_hr[None], scale)
+        t0 = time.perf_counter()
+        sr = model(torch.from_numpy(lr)[None])[0, 0].numpy()
+        seconds = time.perf_counter() - t0
+        if sr.shape != hr[0].shape:
+            raise RuntimeError(f"{type(model).__name__} returned {sr.shape} for LR {lr.shape[1:]}; expected {hr[0].shape}")
+        records.append({"slice_id": row.slice_id, "series_key": row.series_key, "patient_id": row.patient_id,
+                        **slice_metrics(hr[0], sr, border, foreground_threshold), "seconds": seconds})
+        if row.slice_id == example_id:
+            example = {"hr": hr[0], "lr": lr[0], "sr": sr.astype(np.float32)}
+    return pd.DataFrame(records), example
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", required=True, help="registry name, e.g. bicubic or proposed")
+    parser.add_argument("--weights", type=Path, help=".safetensors of a trained model (not for bicubic)")
+    parser.add_argument("--scale", required=True, type=int)
+    parser.add_argument("--store", required=True, type=Path)
+    parser.add_argument("--split", required=True, type=Path)
+    parser.add_argument("--config", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path, help="per-image CSV to write")
+    parser.add_argument("--example", type=Path, help="npz to write with the example slice's images")
+    parser.add_argument("--threads", type=int, default=0)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.weights:
+        model, meta = load_model(args.weights)
+        if int(meta["scale"]) != args.scale:
+            raise SystemExit(f"error: {args.weights} was trained for x{meta['scale']}, not x{args.scale}")
+        strategy = meta.get("strategy")
+    else:
+        model, strategy = build_model(args.method, args.scale), None
+    split = pd.read_csv(args.split, dtype={"patient_id": str, "series_key": str})
+    ecfg = config["evaluate"]
+    example_id = example_slice_id(args.store, split)
+    frame, example = evaluate(model, args.store, split, args.scale, border_pixels(config, args.scale),
+                              ecfg.get("foreground_threshold", 0.05), ecfg.get("max_test_slices"), example_id)
+    frame.insert(0, "method", args.method)
+    frame.insert(1, "strategy", strategy or "")
+    frame.insert(2, "scale", args.scale)
+    write_csv(args.out, frame)
+    if args.example and example is not None:
+        with atomic_path(args.example, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, slice_id=example_id, **example)
+    print(f"{args.method} {strategy or ''} x{args.scale}: PSNR {frame['psnr'].mean():.2f} dB, "
+          f"SSIM {frame['ssim'].mean():.4f} over {len(frame)} slices")
+    return 0
+
+
+def summarize(per_image: list[Path]) -> pd.DataFrame:
+    frames = [pd.read_csv(p, keep_default_na=False, dtype={"strategy": str}) for p in per_image]
+    data = pd.concat(frames, ignore_index=True)
+    grouped = data.groupby(["method", "strategy", "scale"], sort=True)
+    summary = grouped.agg(psnr=("psnr", "mean"), ssim=("ssim", "mean"), n_images=("psnr", "size"),
+                          psnr_std=("psnr", "std"), ssim_std=("ssim", "std"), psnr_fg=("psnr_fg", "mean")).reset_index()
+    return summary[SUMMARY_COLUMNS]
+
+
+def add_summarize_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path, help="summary.csv to write")
+    parser.add_argument("--headline", type=Path, help="JSON of headline metrics for `dvc metrics show`")
+    parser.add_argument("inputs", nargs="+", type=Path, help="per-image CSVs")
+
+
+def run_summarize(args: argparse.Namespace) -> int:
+    summary = summarize(args.inputs)
+    write_csv(args.out, summary)
+    if args.headline:
+        headline = {}
+        for row in summary.itertuples():
+            name = f"{row.method}_{row.strategy}_x{row.scale}" if row.strategy else f"{row.method}_x{row.scale}"
+            headline[name] = {"psnr": round(float(row.psnr), 4), "ssim": round(float(row.ssim), 5)}
+        write_json(args.headline, headline)
+    print(summary.to_string(index=False))
+    return 0

@@ -1,0 +1,106 @@
+"""de-CNN, a residual CNN in HR space whose input is upsampled by a learned deconvolution (Tables 2-3).
+
+Source: O. Oktay, W. Bai, M. Lee, R. Guerrero, K. Kamnitsas, J. Caballero, A. de Marvao, S. Cook,
+D. O'Regan and D. Rueckert, "Multi-input Cardiac Image Super-Resolution Using Convolutional Neural
+Networks", MICCAI 2016, LNCS 9902, pp. 246-254 (the single-image network; the reproduced paper's
+[13-14], which it describes as a residual CNN "bearing similarities to VDSR" whose input is
+pre-amplified by deconvolution).
+
+``y = u + body(u)``, ``u = deconv(x)``: a single-channel transposed convolution upsamples the LR image
+to the HR grid (a learned interpolation), then a VDSR-style plain stack of 3x3 convolutions with ReLU
+learns the residual to the HR image.
+
+Choices where the sources are silent (docs/models.md); each is an option:
+- Depth and width: 20 convolution layers of 64 maps after the deconvolution (VDSR's configuration,
+  Kim et al., CVPR 2016). The reproduced paper calls de-CNN VDSR-like and "about the same network
+  depth" as its own 20-layer network, and its Table 3 times are consistent with this: nearly constant
+  over scales (all work in HR space) and close to those of its own x2 model, whose per-HR-pixel cost
+  is about the same (19 layers x 128^2 maps at a quarter of the pixels).
+- The deconvolution is single-channel (image in, image out), so the residual is defined relative to
+  an upsampled image as in VDSR; kernel stride n, odd size, padding (k-1)/2, ``output_padding = n-1``
+  (exactly n x the LR size). Default kernel size: the smallest odd size that holds the whole bicubic
+  kernel at that scale (9, 13, 19 for x2, x3, x4).
+- The deconvolution starts as bicubic interpolation (``deconv_init="bicubic"``, default) and is then
+  learned: with it the residual branch starts from the interpolated image, the premise of residual
+  learning; ``deconv_init="he"`` gives the project's He initialisation to this layer as well. Away
+  from the borders the bicubic start equals :func:`mrsr.data.resize.torch_upscale` exactly (it has
+  zero padding, not mirror padding, at the borders).
+- Every other layer has He initialisation (the project's protocol).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mrsr.models.base import SuperResolver
+from mrsr.models.proposed import bicubic_deconv_kernel
+
+DECONV_INITS = ("bicubic", "he")
+
+
+def bicubic_support_kernel(scale: int) -> int:
+    """Smallest odd transposed-convolution kernel that holds the whole bicubic kernel at ``scale``.
+
+    With padding (k-1)/2 the taps sit at HR offsets d - (n-1)/2 from an LR sample (d = -p..p); the
+    bicubic kernel is non-zero for offsets within (-2n, 2n), so p is the largest d < 2n + (n-1)/2.
+    """
+    pad = math.ceil(2 * scale + (scale - 1) / 2) - 1
+    return 2 * pad + 1
+
+
+class DeCNN(SuperResolver):
+    """Learned deconvolution upsampling followed by a residual VDSR-style CNN in HR space.
+
+    Args:
+        scale: integer upscaling factor n (the deconvolution's stride).
+        features: maps of every hidden convolution; default 64.
+        layers: number of 3x3 convolutions after the deconvolution (>= 2); default 20.
+        deconv_kernel: odd deconvolution kernel size; ``None`` picks :func:`bicubic_support_kernel`.
+        deconv_init: ``bicubic`` (default) or ``he``, the deconvolution's initial weights.
+    """
+
+    def __init__(
+        self,
+        scale: int,
+        features: int = 64,
+        layers: int = 20,
+        deconv_kernel: int | None = None,
+        deconv_init: str = "bicubic",
+    ) -> None:
+        super().__init__(scale)
+        if layers < 2:
+            raise ValueError(f"layers must be >= 2, got {layers}")
+        if deconv_init not in DECONV_INITS:
+            raise ValueError(f"deconv_init must be one of {DECONV_INITS}, got {deconv_init!r}")
+        kernel = bicubic_support_kernel(scale) if deconv_kernel is None else int(deconv_kernel)
+        if kernel % 2 == 0:
+            raise ValueError(f"deconv_kernel must be odd, got {kernel}")
+        self.deconv = nn.ConvTranspose2d(
+            1, 1, kernel, stride=scale, padding=(kernel - 1) // 2, output_padding=scale - 1
+        )
+        convs = [nn.Conv2d(1, features, 3, padding=1)]
+        convs += [nn.Conv2d(features, features, 3, padding=1) for _ in range(layers - 2)]
+        convs.append(nn.Conv2d(features, 1, 3, padding=1))
+        self.body = nn.ModuleList(convs)
+        self.init_weights()
+        if deconv_init == "bicubic":
+            with torch.no_grad():
+                self.deconv.weight.copy_(bicubic_deconv_kernel(scale, kernel))
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        """Super-resolve.
+
+        Args:
+            lr: (B, 1, h, w) low-resolution images.
+        Returns:
+            (B, 1, n*h, n*w): ``u + body(u)`` with ``u`` the (B, 1, n*h, n*w) deconvolved input.
+        """
+        u = self.deconv(lr)
+        x = u
+        for conv in self.body[:-1]:
+            x = F.relu(conv(x))
+        return u + self.body[-1](x)

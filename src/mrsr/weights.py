@@ -1,0 +1,106 @@
+"""Trained weights on disk: ``NAME.safetensors`` plus a ``NAME.json`` sidecar.
+
+The sidecar holds at least ``model`` (registry name), ``scale``, ``strategy`` and ``options`` (the
+builder's keyword arguments), plus the training config, metrics and git revision. Nothing here ever
+unpickles: ``.pt``/``.pth``/``.pkl``/``.ckpt`` files are refused, because loading a pickle runs
+arbitrary code.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from mrsr.io import atomic_path, write_json
+from mrsr.models import SuperResolver, build_model
+
+PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"}
+REQUIRED_KEYS = ("model", "scale", "strategy")
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be used, with the reason."""
+
+
+def sidecar_path(weights: str | Path) -> Path:
+    return Path(weights).with_suffix(".json")
+
+
+def git_revision(cwd: str | Path | None = None) -> str:
+    """The current git commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True
+        ).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def save_weights(path: str | Path, model: SuperResolver, meta: dict[str, Any]) -> None:
+    """Write ``path`` (.safetensors) and its JSON sidecar, each atomically."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise WeightsError(f"{path}: weights must be saved with the .safetensors suffix")
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise WeightsError(f"{path}: sidecar metadata lacks {missing}")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"model": str(meta["model"]), "scale": str(meta["scale"])})
+    write_json(sidecar_path(path), meta)
+
+
+def read_sidecar(path: str | Path) -> dict[str, Any]:
+    """The sidecar of a weights file, validated."""
+    side = sidecar_path(path)
+    if not side.exists():
+        raise WeightsError(f"{path}: no JSON sidecar {side.name} beside it (model name, scale, strategy)")
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{side}: not valid JSON ({exc})") from exc
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise WeightsError(f"{side}: missing keys {missing}")
+    return meta
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[SuperResolver, dict[str, Any]]:
+    """Build the registered model named by the sidecar and load its safetensors weights.
+
+    Returns:
+        (model in eval mode, sidecar metadata).
+    """
+    path = Path(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise WeightsError(
+            f"{path}: refusing to load a {path.suffix} file: PyTorch pickles can run arbitrary code "
+            "when loaded. Use weights saved as .safetensors with a JSON sidecar."
+        )
+    if path.suffix != ".safetensors":
+        raise WeightsError(f"{path}: expected a .safetensors file")
+    if not path.exists():
+        raise WeightsError(f"{path}: no such file")
+    meta = read_sidecar(path)
+    try:
+        model = build_model(meta["model"], int(meta["scale"]), meta["strategy"], **meta.get("options", {}))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise WeightsError(f"{sidecar_path(path)}: cannot build the model it names ({exc})") from exc
+    try:
+        state = load_file(str(path), device=str(map_location))
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"{path}: weights do not match model {meta['model']!r} ({exc})") from exc
+    return model.to(map_location).eval(), meta

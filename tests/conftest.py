@@ -1,0 +1,34 @@
+"""Shared fixtures: the repository root, the embedded sample, and a tiny configuration."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def default_config() -> dict:
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+@pytest.fixture()
+def tiny_config(default_config) -> dict:
+    """The default config shrunk to seconds: a small proposed net, one epoch of a few steps."""
+    cfg = copy.deepcopy(default_config)
+    cfg["profile"] = "test"
+    cfg["model"]["proposed"].update(features=8, units=2)
+    cfg["experiments"] = [{"model": "proposed", "strategy": "multi", "scales": [2]}]
+    cfg["scales"] = [2]
+    cfg["train"].update(epochs=2, steps_per_epoch=3, batch_size=8, val_slices=1, threads=1)
+    cfg["evaluate"]["max_test_slices"] = 3
+    return cfg

@@ -1,0 +1,207 @@
+"""Every registered model: output geometry, parameter counts (against docs/models.md), registry
+refusals, one training step, and the proposed model's folded forward."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mrsr.data.resize import downscale, torch_upscale
+from mrsr.models import MODEL_REGISTRY, build_model
+from mrsr.models.decnn import DeCNN, bicubic_support_kernel
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "models.md"
+
+#: (name, scale, strategy) for every registered model, scale and strategy.
+CONFIGS = [
+    (name, scale, strategy)
+    for name, spec in MODEL_REGISTRY.items()
+    for scale in spec.scales
+    for strategy in spec.strategies
+]
+
+
+#: whether each registered model has trainable parameters (bicubic has none).
+TRAINABLE = {
+    name: build_model(name, spec.scales[0], spec.strategies[0]).trainable
+    for name, spec in MODEL_REGISTRY.items()
+}
+
+#: options that shrink the proposed net for the gradient-step test only (speed); its structure is kept.
+SMALL_OPTIONS = {"proposed": {"features": 16, "units": 3}}
+
+
+def _id(config: tuple[str, int, str | None]) -> str:
+    name, scale, strategy = config
+    return f"{name}-x{scale}" + (f"-{strategy}" if strategy else "")
+
+
+def _key(name: str, strategy: str | None) -> str:
+    """The model column of the docs table: ``name`` or ``name/strategy``."""
+    return name if strategy is None else f"{name}/{strategy}"
+
+
+def _documented_counts() -> dict[str, dict[int, int | None]]:
+    """Parse the parameter table of docs/models.md: {model key: {scale: count or None}}."""
+    counts: dict[str, dict[int, int | None]] = {}
+    header: list[str] | None = None
+    for line in DOCS.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == "model" and "x2" in cells:
+            header = cells
+            continue
+        if header is None or set(cells[0]) <= {"-"}:
+            continue
+        match = re.fullmatch(r"`([\w/]+)`", cells[0])
+        assert match, f"unexpected model cell {cells[0]!r} in {DOCS}"
+        row = {}
+        for scale in (2, 3, 4):
+            cell = cells[header.index(f"x{scale}")]
+            row[scale] = None if cell == "-" else int(cell.replace(",", ""))
+        counts[match.group(1)] = row
+    assert counts, f"no parameter table found in {DOCS}"
+    return counts
+
+
+def _patch(scale: int, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """A smooth structured (1, 1, 24, 24) HR patch with values in [0, 1] and its bicubic LR."""
+    yy, xx = np.mgrid[0:24, 0:24].astype(np.float64)
+    hr = 0.5 + 0.25 * np.sin(0.45 * xx + 0.2 * yy) + 0.2 * np.cos(0.3 * yy - 0.1 * xx)
+    hr += 0.05 * np.random.default_rng(0).standard_normal(hr.shape)
+    lr = downscale(hr, scale)
+    return torch.as_tensor(lr, dtype=dtype)[None, None], torch.as_tensor(hr, dtype=dtype)[None, None]
+
+
+def _loss(model: torch.nn.Module, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    return sum(0.5 * torch.mean((y - hr) ** 2) for y in model.loss_outputs(lr))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=_id)
+def test_full_image_output_is_scale_times_input(config: tuple[str, int, str | None]) -> None:
+    name, scale, strategy = config
+    torch.manual_seed(0)
+    model = build_model(name, scale, strategy).eval()
+    lr = torch.rand(1, 1, 13, 17)
+    with torch.no_grad():
+        out = model(lr)
+    assert out.shape == (1, 1, 13 * scale, 17 * scale)
+    assert torch.isfinite(out).all()
+
+
+def test_parameter_counts_match_docs() -> None:
+    documented = _documented_counts()
+    for name, spec in MODEL_REGISTRY.items():
+        for strategy in spec.strategies:
+            key = _key(name, strategy)
+            assert key in documented, f"{key} missing from the parameter table of {DOCS}"
+            for scale in (2, 3, 4):
+                expected = documented[key][scale]
+                if scale not in spec.scales:
+                    assert expected is None, f"{key} x{scale} is documented but not supported"
+                    continue
+                model = build_model(name, scale, strategy)
+                count = sum(p.numel() for p in model.parameters())
+                assert count == expected, f"{key} x{scale}: {count} parameters, docs say {expected}"
+
+
+def test_registry_refuses_unknown_models_scales_and_strategies() -> None:
+    with pytest.raises(KeyError):
+        build_model("vdsr", 2)
+    with pytest.raises(ValueError):
+        build_model("fscwn", 3)
+    with pytest.raises(ValueError):
+        build_model("fscwn", 4)
+    with pytest.raises(ValueError):
+        build_model("srcnn", 5)
+    with pytest.raises(ValueError):
+        build_model("srcnn", 2, "multi")
+    with pytest.raises(ValueError):
+        build_model("proposed", 2, "triple")
+    assert MODEL_REGISTRY["fscwn"].scales == (2,)
+
+
+def test_builders_take_options() -> None:
+    small = {
+        "srcnn": {"features": (8, 4)},
+        "fsrcnn": {"features": 8, "shrink": 4, "mapping": 1},
+        "espcn": {"features": (8, 4), "activation": "relu"},
+        "decnn": {"features": 8, "layers": 3, "deconv_init": "he"},
+        "fscwn": {"features": 8, "widths": (8, 12)},
+    }
+    for name, options in small.items():
+        full = sum(p.numel() for p in build_model(name, 2).parameters())
+        shrunk = build_model(name, 2, **options)
+        assert sum(p.numel() for p in shrunk.parameters()) < full
+        assert shrunk(torch.rand(1, 1, 5, 7)).shape == (1, 1, 10, 14)
+    with pytest.raises(TypeError):
+        build_model("srcnn", 2, no_such_option=1)
+    with pytest.raises(ValueError):
+        build_model("espcn", 2, activation="sigmoid")
+
+
+@pytest.mark.parametrize("config", [c for c in CONFIGS if TRAINABLE[c[0]]], ids=_id)
+def test_gradient_step_reduces_loss(config: tuple[str, int, str | None]) -> None:
+    name, scale, strategy = config
+    torch.manual_seed(0)
+    model = build_model(name, scale, strategy, **SMALL_OPTIONS.get(name, {})).double()
+    lr, hr = _patch(scale)
+    loss0 = _loss(model, lr, hr)
+    loss0.backward()
+    loss0 = float(loss0.detach())
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert all(p.grad is not None for p in params), "every parameter takes part in the loss"
+    grad_sq = sum(float((p.grad**2).sum()) for p in params)
+    assert grad_sq > 0
+    # Plain gradient step sized so that its first-order decrease is 1% of the loss.
+    step = 0.01 * loss0 / grad_sq
+    with torch.no_grad():
+        for p in params:
+            p -= step * p.grad
+        loss1 = _loss(model, lr, hr)
+    assert float(loss1) < loss0
+
+
+def test_bicubic_is_not_trainable() -> None:
+    assert not build_model("bicubic", 2).trainable
+    assert not list(build_model("bicubic", 2).parameters())
+
+
+@pytest.mark.parametrize(
+    ("scale", "dtype"),
+    [(2, torch.float64), (3, torch.float64), (4, torch.float64), (2, torch.float32)],
+    ids=["x2-float64", "x3-float64", "x4-float64", "x2-float32"],
+)
+def test_proposed_folded_forward_equals_fused_output(scale: int, dtype: torch.dtype) -> None:
+    torch.manual_seed(scale)
+    model = build_model("proposed", scale, "multi").to(dtype)
+    with torch.no_grad():
+        for p in model.parameters():  # non-zero biases and unequal fusion weights
+            p.add_(0.01 * torch.randn_like(p))
+        lr = torch.rand(1, 1, 13, 17, dtype=dtype)
+        folded = model(lr)
+        outputs = model.loss_outputs(lr)
+    fused = outputs[-1]
+    assert len(outputs) == model.units + 1
+    assert all(y.shape == folded.shape == (1, 1, 13 * scale, 17 * scale) for y in outputs)
+    # Exact algebra in float64; in float32 the tolerance is relative to the output's magnitude.
+    tol = 1e-5 * (1.0 if dtype == torch.float64 else max(1.0, float(fused.abs().max())))
+    assert float((folded - fused).abs().max()) < tol
+
+
+def test_decnn_deconvolution_starts_as_bicubic() -> None:
+    assert [bicubic_support_kernel(n) for n in (2, 3, 4)] == [9, 13, 19]
+    lr = torch.rand(1, 1, 20, 20, dtype=torch.float64)
+    for scale in (2, 3, 4):
+        model = DeCNN(scale, features=4, layers=2).double()
+        with torch.no_grad():
+            up = model.deconv(lr)
+        ref = torch_upscale(lr, scale)
+        b = 3 * scale  # border where zero padding differs from imresize's mirror padding
+        assert float((up - ref)[..., b:-b, b:-b].abs().max()) < 1e-6
