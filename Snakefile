@@ -3,9 +3,7 @@
 # Run: snakemake --cores 8 all   (the paper's protocol: add --configfile config/paper.yaml)
 import os
 
-import yaml
-
-from mrsr.config import ConfigError, training_jobs, validate_config
+from mrsr.config import ConfigError, validate_config
 
 configfile: "config.yaml"
 
@@ -14,27 +12,7 @@ try:
 except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}")
 
-STORE = "data/prepared/store"
-SPLIT = "data/prepared/split.csv"
-JOBS = training_jobs(config)
-SCALES = config["scales"]
-# The effective (merged, validated) config that every step reads; rewritten only when it changes,
-# so its timestamp does not trigger reruns. Rules list the sections they use as params, which
-# Snakemake's rerun triggers compare.
-CONFIG = "results/config.yaml"
-_text = yaml.safe_dump(config, sort_keys=True)
-if not os.path.exists(CONFIG) or open(CONFIG).read() != _text:
-    os.makedirs(os.path.dirname(CONFIG), exist_ok=True)
-    with open(CONFIG + ".tmp", "w") as fh:
-        fh.write(_text)
-    os.replace(CONFIG + ".tmp", CONFIG)
-
-
-def cpu_threads(wildcards, threads):
-    """torch threads for a job: what Snakemake granted, capped at this machine's cores."""
-    return min(threads, os.cpu_count() or 1)
-
-
+include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"

@@ -28,25 +28,29 @@ from mrsr.weights import load_model
 SUMMARY_COLUMNS = ["method", "strategy", "scale", "psnr", "ssim", "n_images", "psnr_std", "ssim_std", "psnr_fg"]
 
 
-def test_slices(store: Path, split: pd.DataFrame, max_slices: int | None = None):
-    """Yield (index row, normalised HR slice) for every test slice, in index order."""
+def select_test_rows(store: Path, split: pd.DataFrame, max_slices: int | None = None) -> pd.DataFrame:
+    """Index rows of the test slices to evaluate (evenly spaced when capped), in index order."""
     index = read_index(store)
-    test = split[split["split"] == "test"].set_index("series_key")
-    rows = index[index["series_key"].isin(test.index)].sort_values(["series_key", "slice_index"])
+    test_keys = split.loc[split["split"] == "test", "series_key"]
+    rows = index[index["series_key"].isin(test_keys)].sort_values(["series_key", "slice_index"])
     if max_slices:
         rows = rows.iloc[np.linspace(0, len(rows) - 1, min(max_slices, len(rows))).astype(int)]
+    return rows
+
+
+def test_slices(store: Path, split: pd.DataFrame, rows: pd.DataFrame):
+    """Yield (index row, normalised HR slice) for the given test rows."""
+    norms = split.set_index("series_key")["norm"]
     for key, group in rows.groupby("series_key", sort=True):
         volume = load_series(store, key)
-        norm = np.float32(test.loc[key, "norm"])
+        norm = np.float32(norms.loc[key])
         for row in group.itertuples():
             yield row, np.asarray(volume[row.slice_index], dtype=np.float32) / norm
 
 
-def example_slice_id(store: Path, split: pd.DataFrame) -> str:
-    """The slice shown in the report's Figure 3: the test slice with the most foreground."""
-    index = read_index(store)
-    test = index[index["series_key"].isin(split.loc[split["split"] == "test", "series_key"])]
-    return str(test.sort_values(["mean", "slice_id"], ascending=[False, True])["slice_id"].iloc[0])
+def example_slice_id(rows: pd.DataFrame) -> str:
+    """The slice shown in the report's Figure 3: the evaluated slice with the most signal."""
+    return str(rows.sort_values(["mean", "slice_id"], ascending=[False, True])["slice_id"].iloc[0])
 
 
 @torch.inference_mode()
@@ -55,7 +59,9 @@ def evaluate(model: SuperResolver, store: Path, split: pd.DataFrame, scale: int,
     """Per-slice metrics of ``model``; returns (DataFrame, example images dict or None)."""
     model.eval()
     records, example = [], None
-    for row, slice_hr in test_slices(store, split, max_slices):
+    rows = select_test_rows(store, split, max_slices)
+    example_id = example_id or example_slice_id(rows)
+    for row, slice_hr in test_slices(store, split, rows):
         hr, lr = degrade(slice_hr[None], scale)
         t0 = time.perf_counter()
         sr = model(torch.from_numpy(lr)[None])[0, 0].numpy()
@@ -65,7 +71,7 @@ def evaluate(model: SuperResolver, store: Path, split: pd.DataFrame, scale: int,
         records.append({"slice_id": row.slice_id, "series_key": row.series_key, "patient_id": row.patient_id,
                         **slice_metrics(hr[0], sr, border, foreground_threshold), "seconds": seconds})
         if row.slice_id == example_id:
-            example = {"hr": hr[0], "lr": lr[0], "sr": sr.astype(np.float32)}
+            example = {"slice_id": np.array(row.slice_id), "hr": hr[0], "lr": lr[0], "sr": sr.astype(np.float32)}
     return pd.DataFrame(records), example
 
 
@@ -94,16 +100,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
         model, strategy = build_model(args.method, args.scale), None
     split = pd.read_csv(args.split, dtype={"patient_id": str, "series_key": str})
     ecfg = config["evaluate"]
-    example_id = example_slice_id(args.store, split)
     frame, example = evaluate(model, args.store, split, args.scale, border_pixels(config, args.scale),
-                              ecfg.get("foreground_threshold", 0.05), ecfg.get("max_test_slices"), example_id)
+                              ecfg.get("foreground_threshold", 0.05), ecfg.get("max_test_slices"))
     frame.insert(0, "method", args.method)
     frame.insert(1, "strategy", strategy or "")
     frame.insert(2, "scale", args.scale)
     write_csv(args.out, frame)
     if args.example and example is not None:
         with atomic_path(args.example, suffix=".npz") as tmp, open(tmp, "wb") as fh:
-            np.savez_compressed(fh, slice_id=example_id, **example)
+            np.savez_compressed(fh, **example)
     print(f"{args.method} {strategy or ''} x{args.scale}: PSNR {frame['psnr'].mean():.2f} dB, "
           f"SSIM {frame['ssim'].mean():.4f} over {len(frame)} slices")
     return 0

@@ -38,6 +38,9 @@ from mrsr.models import SuperResolver, build_model
 from mrsr.weights import git_revision, save_weights
 
 
+HISTORY_COLUMNS = ["epoch", "loss", "lr", "grad_norm", "val_psnr", "seconds"]
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or Inf; the message names the epoch and step."""
 
@@ -233,7 +236,7 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
         "torch": torch.__version__,
     }
     save_weights(weights_out, model, meta)
-    write_csv(weights_out.with_name(weights_out.stem + ".history.csv"), pd.DataFrame(history))
+    write_csv(weights_out.with_name(weights_out.stem + ".history.csv"), pd.DataFrame(history, columns=HISTORY_COLUMNS))
     for leftover in (checkpoint, checkpoint.with_suffix(".json")):
         leftover.unlink(missing_ok=True)
     return history

@@ -2,22 +2,20 @@
 # Code: src/mrsr/data/{ingest,tcia,split,patches}.py
 
 
-def ingest_input(wildcards):
-    source = config["data"]["source"]
-    if source == "sample":
-        return config["data"]["sample_dir"]
-    if source == "local":
-        return config["data"]["local_dir"]
-    return "data/raw/tcia/manifest.json"
-
-
 rule download_tcia:
     output:
         "data/raw/tcia/manifest.json",
     params:
+        config=CONFIG,
         tcia=config["data"].get("tcia", {}),
         collection=config["data"].get("tcia", {}).get("collection", "Brain-Tumor-Progression"),
         api_url=config["data"].get("tcia", {}).get("api_url", ""),
+        filters=lambda wc: " ".join(
+            (["--patients", *config["data"]["tcia"]["patients"]] if config["data"].get("tcia", {}).get("patients") else [])
+            + (["--series-description", *config["data"]["tcia"]["series_descriptions"]]
+               if config["data"].get("tcia", {}).get("series_descriptions") else [])
+        ),
+        workers=config["data"].get("tcia", {}).get("workers", 2),
     log:
         "logs/download_tcia.log",
     benchmark:
@@ -26,7 +24,7 @@ rule download_tcia:
         "../envs/mrsr.yaml"
     shell:
         "mrsr download --source tcia --collection {params.collection:q} --api-url {params.api_url:q}"
-        " --out data/raw/tcia > {log} 2>&1"
+        " --workers {params.workers} {params.filters} --out data/raw/tcia > {log} 2>&1"
 
 
 rule ingest:
@@ -37,6 +35,8 @@ rule ingest:
         summary=f"{STORE}/ingest.json",
         rejected=f"{STORE}/rejected.csv",
     params:
+        config=CONFIG,
+        store=lambda wc, output: os.path.dirname(output.index),
         source="local" if config["data"]["source"] == "tcia" else config["data"]["source"],
         folder=lambda wc, input: os.path.dirname(input[0]) if config["data"]["source"] == "tcia" else input[0],
     log:
@@ -46,7 +46,7 @@ rule ingest:
     conda:
         "../envs/mrsr.yaml"
     shell:
-        "mrsr ingest --source {params.source} --input {params.folder} --out {STORE} > {log} 2>&1"
+        "mrsr ingest --source {params.source} --input {params.folder} --out {params.store} > {log} 2>&1"
 
 
 rule split:
@@ -56,6 +56,8 @@ rule split:
         csv=SPLIT,
         summary="data/prepared/split.json",
     params:
+        config=CONFIG,
+        store=lambda wc, input: os.path.dirname(input[0]),
         split=config["split"],
     log:
         "logs/split.log",
@@ -64,7 +66,7 @@ rule split:
     conda:
         "../envs/mrsr.yaml"
     shell:
-        "mrsr split --store {STORE} --config {CONFIG} --out {output.csv} > {log} 2>&1"
+        "mrsr split --store {params.store} --config {params.config} --out {output.csv} > {log} 2>&1"
 
 
 rule patches:
@@ -74,6 +76,8 @@ rule patches:
     output:
         "data/prepared/patches/x{scale}.npz",
     params:
+        config=CONFIG,
+        store=lambda wc, input: os.path.dirname(input.index),
         patches=lambda wc: config["patches"][f"x{wc.scale}"],
         val_slices=config["train"].get("val_slices", 0),
     log:
@@ -83,7 +87,7 @@ rule patches:
     conda:
         "../envs/mrsr.yaml"
     shell:
-        "mrsr patches --store {STORE} --split {input.split} --config {CONFIG} --scale {wildcards.scale}"
+        "mrsr patches --store {params.store} --split {input.split} --config {params.config} --scale {wildcards.scale}"
         " --out {output} > {log} 2>&1"
 
 

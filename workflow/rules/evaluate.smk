@@ -1,13 +1,6 @@
 # Metrics on the test split and the summary table. Code: src/mrsr/evaluate.py, src/mrsr/metrics.py.
 
 
-def evaluation_name(job):
-    return job.name
-
-
-EVALUATIONS = [f"bicubic_x{s}" for s in SCALES] + [job.name for job in JOBS]
-
-
 rule evaluate_bicubic:
     input:
         index=rules.ingest.output.index,
@@ -18,6 +11,8 @@ rule evaluate_bicubic:
     wildcard_constraints:
         scale="[234]",
     params:
+        config=CONFIG,
+        store=lambda wc, input: os.path.dirname(input.index),
         evaluate=config["evaluate"],
     log:
         "logs/evaluate/bicubic_x{scale}.log",
@@ -26,8 +21,8 @@ rule evaluate_bicubic:
     conda:
         "../envs/mrsr.yaml"
     shell:
-        "mrsr evaluate --method bicubic --scale {wildcards.scale} --store {STORE} --split {input.split}"
-        " --config {CONFIG} --out {output.csv} --example {output.example} > {log} 2>&1"
+        "mrsr evaluate --method bicubic --scale {wildcards.scale} --store {params.store} --split {input.split}"
+        " --config {params.config} --out {output.csv} --example {output.example} > {log} 2>&1"
 
 
 rule evaluate_model:
@@ -42,6 +37,8 @@ rule evaluate_model:
         job="(?!bicubic)[a-z0-9]+(_(single|double|multi))?",
         scale="[234]",
     params:
+        config=CONFIG,
+        store=lambda wc, input: os.path.dirname(input.index),
         evaluate=config["evaluate"],
         model=lambda wc: wc.job.split("_")[0],
         threads=cpu_threads,
@@ -54,7 +51,7 @@ rule evaluate_model:
         "../envs/mrsr.yaml"
     shell:
         "mrsr evaluate --method {params.model} --weights {input.weights} --scale {wildcards.scale}"
-        " --store {STORE} --split {input.split} --config {CONFIG} --threads {params.threads}"
+        " --store {params.store} --split {input.split} --config {params.config} --threads {params.threads}"
         " --out {output.csv} --example {output.example} > {log} 2>&1"
 
 

@@ -13,6 +13,7 @@ rule report:
     output:
         "reports/report.html",
     params:
+        config=CONFIG,
         profile=config["profile"],
     log:
         "logs/report.log",
@@ -21,4 +22,4 @@ rule report:
     conda:
         "../envs/mrsr.yaml"
     shell:
-        "mrsr report --config {CONFIG} --out {output} > {log} 2>&1"
+        "mrsr report --config {params.config} --out {output} > {log} 2>&1"

@@ -12,6 +12,7 @@ rule train:
         job="[a-z0-9]+(_(single|double|multi))?",
         scale="[234]",
     params:
+        config=CONFIG,
         train=config["train"],
         model=lambda wc: config["model"].get(wc.job.split("_")[0], {}),
         threads=cpu_threads,
@@ -27,7 +28,7 @@ rule train:
     conda:
         "../envs/mrsr.yaml"
     shell:
-        "mrsr train --job {wildcards.job}_x{wildcards.scale} --patches {input.patches} --config {CONFIG}"
+        "mrsr train --job {wildcards.job}_x{wildcards.scale} --patches {input.patches} --config {params.config}"
         " --threads {params.threads} --out {output.weights} > {log} 2>&1"
 
 

@@ -1,0 +1,61 @@
+"""A config error stops the run at once, naming the key or file."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from mrsr.config import ConfigError, Job, load_config, training_jobs, validate_config
+
+
+def test_default_and_paper_configs_are_valid(root, default_config):
+    validate_config(default_config, base_dir=root)
+    assert [j.name for j in training_jobs(default_config)][:3] == ["proposed_multi_x2", "proposed_multi_x3", "proposed_multi_x4"]
+    assert Job.from_name("proposed_multi_x3") == Job("proposed", "multi", 3)
+    assert Job.from_name("srcnn_x4") == Job("srcnn", None, 4)
+
+
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda c: c["train"].update(learning_rate=0.1), r"unknown key under 'train'.*learning_rate"),
+        (lambda c: c["train"].update(lr="fast"), r"config key 'train.lr': 'fast' is not of type 'number'"),
+        (lambda c: c.pop("split"), r"missing key.*'split'"),
+        (lambda c: c["data"].update(source="ftp"), r"config key 'data.source'"),
+        (lambda c: c["data"].update(sample_dir="no/such/folder"), r"data.sample_dir.*no/such/folder"),
+        (lambda c: c["data"].update(source="local", local_dir="missing-dir"), r"data.local_dir.*missing-dir"),
+        (lambda c: c["experiments"].append({"model": "vdsr", "scales": [2]}), r"experiments.3.model.*unknown model 'vdsr'"),
+        (lambda c: c["experiments"].append({"model": "proposed", "strategy": "triple", "scales": [2]}), r"experiments.3.strategy"),
+    ],
+)
+def test_config_errors_name_the_key_or_file(root, default_config, mutate, message):
+    cfg = copy.deepcopy(default_config)
+    mutate(cfg)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(cfg, base_dir=root)
+
+
+def test_missing_or_broken_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_snakemake_stops_at_once_naming_the_key(root, default_config, tmp_path):
+    cfg = copy.deepcopy(default_config)
+    cfg["train"]["epochs"] = "many"
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "all", "--configfile", str(path)],
+        cwd=root, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "config key 'train.epochs'" in result.stdout + result.stderr

@@ -1,0 +1,102 @@
+"""The Snakemake workflow: lint, the DAG that dvc.yaml mirrors, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def run(cmd: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def produced_files(root: Path, target: str) -> dict[str, str]:
+    """output file -> rule, for every job the target needs (from `snakemake --summary`)."""
+    result = run([*SNAKEMAKE, "--forceall", "-n", "--summary", target], root)
+    assert result.returncode == 0, result.stderr
+    lines = [l.split("\t") for l in result.stdout.splitlines() if "\t" in l]
+    return {cols[0]: cols[2] for cols in lines[1:]}
+
+
+def under(path: str, folders: list[str]) -> bool:
+    return any(path == f or path.startswith(f.rstrip("/") + "/") for f in folders)
+
+
+def out_paths(stage: dict) -> list[str]:
+    return [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", [])]
+
+
+def test_lint_is_clean_and_dry_run_lists_every_stage(root):
+    lint = run([*SNAKEMAKE, "--lint"], root)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    dry = run([*SNAKEMAKE, "-n", "--forceall", "all"], root)
+    assert dry.returncode == 0, dry.stderr
+    for rule in ("ingest", "split", "patches", "train", "evaluate_bicubic", "evaluate_model", "summarize", "report"):
+        assert f"rule {rule}:" in dry.stdout, rule
+
+
+def test_dvc_stages_agree_with_the_snakemake_dag(root):
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    seen: dict[str, str] = {}
+    stage_outs: dict[str, list[str]] = {}
+    for name, stage in stages.items():
+        target = stage["cmd"].split()[-1]
+        assert stage["cmd"].startswith("snakemake "), name
+        files = produced_files(root, target)
+        own = {f: r for f, r in files.items() if f not in seen}
+        assert own, f"stage {name}: target {target} builds nothing new"
+        outs = out_paths(stage)
+        for path in own:
+            assert under(path, outs) or path.startswith("results/metrics/headline.json"), (
+                f"stage {name}: Snakemake builds {path} outside the stage's outs {outs}"
+            )
+        for out in outs:
+            assert any(under(p, [out]) for p in own), f"stage {name}: out {out} is built by no rule of {target}"
+        # Every earlier stage this stage's target builds on is among its dependencies.
+        deps = stage.get("deps", [])
+        for upstream, ups_outs in stage_outs.items():
+            if any(under(path, ups_outs) for path in files if path in seen):
+                assert any(under(d, ups_outs) or any(under(o, [d]) for o in ups_outs) for d in deps), (
+                    f"stage {name}: builds on stage {upstream} ({ups_outs}) without a dependency on it"
+                )
+        stage_outs[name] = outs
+        seen.update(own)
+    assert set(produced_files(root, "all")) == set(seen)
+
+
+@pytest.mark.slow
+def test_tiny_workflow_end_to_end_and_dvc_up_to_date(root, tmp_path, tiny_config):
+    work = tmp_path / "repo"
+    work.mkdir()
+    for item in ("Snakefile", "workflow", "config.yaml", "dvc.yaml", "src", ".dvc", ".dvcignore"):
+        src = root / item
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, work / item, **({"ignore": shutil.ignore_patterns("tmp", "cache")} if src.is_dir() else {}))
+    (work / "data").mkdir()
+    shutil.copytree(root / "data" / "btp-sample", work / "data" / "btp-sample")
+    (work / "config.yaml").write_text(yaml.safe_dump(tiny_config))
+    assert run(["git", "init", "-q"], work).returncode == 0
+    result = run([*SNAKEMAKE, "--cores", "2", "all"], work, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = pd.read_csv(work / "results/metrics/summary.csv", keep_default_na=False)
+    assert list(summary.columns[:6]) == ["method", "strategy", "scale", "psnr", "ssim", "n_images"]
+    assert set(zip(summary["method"], summary["strategy"])) == {("bicubic", ""), ("proposed", "multi")}
+    assert (summary["n_images"] == 3).all() and summary["psnr"].between(15, 80).all()
+    sidecar = yaml.safe_load((work / "models/proposed_multi_x2.json").read_text())
+    assert (sidecar["model"], sidecar["scale"], sidecar["strategy"]) == ("proposed", 2, "multi")
+    html = (work / "reports/report.html").read_text()
+    assert "Table 2" in html and "data:image/png;base64," in html and "TEST profile" in html
+    status = run([sys.executable, "-m", "dvc", "status"], work)
+    assert status.returncode == 0 and "up to date" in status.stdout, status.stdout + status.stderr
+    # Nothing to do on a second run.
+    again = run([*SNAKEMAKE, "--cores", "2", "-n", "all"], work)
+    assert "Nothing to be done" in again.stdout + again.stderr
