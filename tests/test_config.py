@@ -13,6 +13,8 @@ from mrsr.config import ConfigError, Job, load_config, training_jobs, validate_c
 
 
 def test_default_and_paper_configs_are_valid(root, default_config):
+    paper = load_config(root / "config" / "paper.yaml", base_dir=root)
+    assert len(training_jobs(paper)) == 18 and paper["train"]["epochs"] == 100
     validate_config(default_config, base_dir=root)
     assert [j.name for j in training_jobs(default_config)][:3] == ["proposed_multi_x2", "proposed_multi_x3", "proposed_multi_x4"]
     assert Job.from_name("proposed_multi_x3") == Job("proposed", "multi", 3)

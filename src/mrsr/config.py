@@ -130,7 +130,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.configfile, base_dir=Path(args.configfile).resolve().parent)
+        config = load_config(args.configfile, base_dir=Path.cwd())  # paths are relative to the repository
     except ConfigError as exc:
         print(f"error: {exc}")
         return 2

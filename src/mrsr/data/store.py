@@ -106,7 +106,7 @@ class SliceStoreWriter:
             for p in dict.fromkeys(series.paths):
                 self.reject(p, "series holds only all-zero slices")
             return None
-        kept = pixels[nonzero]
+        kept = pixels if nonzero.all() else pixels[nonzero]  # no copy in the common case
         paths = [p for p, k in zip(series.paths, nonzero) if k]
         positions = [float(z) for z, k in zip(series.positions, nonzero) if k]
         key = series_key(series.patient_id, series.description, series.series_uid)
