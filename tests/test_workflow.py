@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -74,17 +75,25 @@ def test_dvc_stages_agree_with_the_snakemake_dag(root):
     assert set(produced_files(root, "all")) == set(seen)
 
 
+def copy_workflow(root: Path, work: Path, config: dict) -> None:
+    """A minimal checkout of the workflow in ``work`` (its own git repo, for DVC) using ``config``."""
+    work.mkdir(parents=True)
+    for item in ("Snakefile", "workflow", "dvc.yaml", "src", ".dvc", ".dvcignore"):
+        src = root / item
+        if src.is_dir():
+            shutil.copytree(src, work / item, ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__"))
+        else:
+            shutil.copy2(src, work / item)
+    (work / "data").mkdir()
+    shutil.copytree(root / "data" / "btp-sample", work / "data" / "btp-sample")
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    assert run(["git", "init", "-q"], work).returncode == 0
+
+
 @pytest.mark.slow
 def test_tiny_workflow_end_to_end_and_dvc_up_to_date(root, tmp_path, tiny_config):
     work = tmp_path / "repo"
-    work.mkdir()
-    for item in ("Snakefile", "workflow", "config.yaml", "dvc.yaml", "src", ".dvc", ".dvcignore"):
-        src = root / item
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, work / item, **({"ignore": shutil.ignore_patterns("tmp", "cache")} if src.is_dir() else {}))
-    (work / "data").mkdir()
-    shutil.copytree(root / "data" / "btp-sample", work / "data" / "btp-sample")
-    (work / "config.yaml").write_text(yaml.safe_dump(tiny_config))
-    assert run(["git", "init", "-q"], work).returncode == 0
+    copy_workflow(root, work, tiny_config)
     result = run([*SNAKEMAKE, "--cores", "2", "all"], work, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = pd.read_csv(work / "results/metrics/summary.csv", keep_default_na=False)
@@ -100,3 +109,37 @@ def test_tiny_workflow_end_to_end_and_dvc_up_to_date(root, tmp_path, tiny_config
     # Nothing to do on a second run.
     again = run([*SNAKEMAKE, "--cores", "2", "-n", "all"], work)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_workflow_on_a_local_dicom_folder_runs_to_the_report(root, tmp_path, tiny_config):
+    """data.source: local on DICOM series (real sample anatomy written as 16-bit DICOM) plus a bad file."""
+    import nibabel as nib
+
+    from dicom_fixtures import mr_dataset, new_uid, save
+
+    dicom_dir = tmp_path / "dicom"
+    volumes = sorted((root / "data" / "btp-sample").rglob("*.nii.gz"))
+    for v, path in enumerate(volumes):
+        data = np.asarray(nib.load(str(path)).dataobj)
+        uid = new_uid()
+        for k in range(5, 10):
+            pixels = data[:, :, k].T.astype(np.uint16)
+            ds = mr_dataset(pixels, series_uid=uid, patient_id=path.parent.name, description=path.name.split(".")[0],
+                            position=(0.0, 0.0, 1.5 * k), instance=k + 1)
+            save(ds, dicom_dir / f"s{v}" / f"{new_uid()}.dcm")  # random names: order comes from positions
+    (dicom_dir / "notes.bin").write_bytes(b"not a DICOM file")
+    tiny_config["data"].update(source="local", local_dir=str(dicom_dir))
+    work = tmp_path / "repo"
+    copy_workflow(root, work, tiny_config)
+    result = run([*SNAKEMAKE, "--cores", "2", "all"], work, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    index = pd.read_csv(work / "data/prepared/store/index.csv")
+    assert index["series_uid"].nunique() == 4 and len(index) == 20
+    assert (index["pixel_spacing_row"] == 0.9).all()
+    rejected = pd.read_csv(work / "data/prepared/store/rejected.csv")
+    assert rejected["path"].str.endswith("notes.bin").tolist() == [True]
+    html = (work / "reports/report.html").read_text()
+    assert "notes.bin" in html and "Table 2" in html
+    summary = pd.read_csv(work / "results/metrics/summary.csv", keep_default_na=False)
+    assert set(summary["method"]) == {"bicubic", "proposed"}
