@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mrsr.config import border_pixels, load_config
+from mrsr.config import Job, border_pixels, load_config
 from mrsr.data.patches import degrade
 from mrsr.data.store import load_series, read_index
 from mrsr.io import atomic_path, write_csv, write_json
@@ -135,7 +135,7 @@ def run_summarize(args: argparse.Namespace) -> int:
     if args.headline:
         headline = {}
         for row in summary.itertuples():
-            name = f"{row.method}_{row.strategy}_x{row.scale}" if row.strategy else f"{row.method}_x{row.scale}"
+            name = Job(row.method, row.strategy or None, int(row.scale)).name
             headline[name] = {"psnr": round(float(row.psnr), 4), "ssim": round(float(row.ssim), 5)}
         write_json(args.headline, headline)
     print(summary.to_string(index=False))

@@ -51,10 +51,6 @@ def bootstrap_diff(a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0) -
     return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def method_key(method: str, strategy: str) -> str:
-    return f"{method}_{strategy}" if strategy else method
-
-
 def table2_rows(summary: pd.DataFrame, per_image: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
     """One row per (method, scale) with ours, the paper's, differences and gains over bicubic."""
     rows = []
@@ -75,8 +71,8 @@ def table2_rows(summary: pd.DataFrame, per_image: dict[str, pd.DataFrame]) -> li
             if bic is not None and method != "bicubic":
                 row["gain"] = r["psnr"] - bic["psnr"]
                 row["paper_gain"] = pub[0] - pub_bic[0] if pub and pub_bic else None
-                key_m = f"{method_key(method, 'multi' if method == 'proposed' else '')}_x{scale}"
-                a, b = per_image.get(key_m), per_image.get(f"bicubic_x{scale}")
+                ours_name = Job(method, "multi" if method == "proposed" else None, int(scale)).name
+                a, b = per_image.get(ours_name), per_image.get(Job("bicubic", None, int(scale)).name)
                 if a is not None and b is not None:
                     merged = a.merge(b, on="slice_id", suffixes=("", "_b"))
                     row["ci"] = bootstrap_diff(merged["psnr"], merged["psnr_b"])
@@ -186,8 +182,8 @@ def render(config: dict[str, Any], root: Path = Path(".")) -> str:
         if not n.endswith(f"_x{figure_scale}"):
             continue
         path = root / "results/examples" / f"{n}.npz"
-        job = Job.from_name(n) if n.count("_") else None
-        if path.exists() and (job is None or job.model != "proposed" or job.strategy == "multi"):
+        job = Job.from_name(n)
+        if path.exists() and (job.model != "proposed" or job.strategy == "multi"):
             with np.load(path) as data:
                 if "sr" in data.files:
                     figure_examples[n] = {k: data[k] for k in ("hr", "sr")}
