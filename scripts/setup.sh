@@ -11,5 +11,8 @@ extras=""
 [[ "${1:-}" == "test" ]] && extras="[test]"
 .venv/bin/python -m pip install --quiet --upgrade "pip>=24"
 .venv/bin/python -m pip install --quiet -c constraints.txt -e ".${extras}"
+if [[ "${1:-}" == "test" ]]; then
+  bash scripts/install-test-system-packages.sh
+fi
 # DVC needs a git repository (a fresh clone has one; an unpacked archive may not).
 [[ -d .git ]] || git init --quiet
