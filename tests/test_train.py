@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from mrsr.config import Job
-from mrsr.train import NonFiniteLossError, train
+from mrsr.config import Job, job_train_settings
+from mrsr.models import build_model
+from mrsr.train import FastPath, NonFiniteLossError, TrainConfig, make_train_step, train
 from mrsr.weights import WeightsError, load_model
 
 
@@ -60,3 +62,56 @@ def test_pickles_are_refused(tmp_path):
     path.write_bytes(b"\x80\x04not really")
     with pytest.raises(WeightsError, match="pickle"):
         load_model(path)
+
+
+def test_deferred_loss_check_names_the_same_step(tmp_path, patches, tiny_config, monkeypatch):
+    """The GPU path reads the loss back every few steps; the error must still name the first bad step."""
+    tiny_config["train"].update(optimizer="sgd", lr=1e30, clip_theta=None, epochs=1, steps_per_epoch=6)
+    job = Job("proposed", "multi", 2)
+    with pytest.raises(NonFiniteLossError) as every_step:
+        train(job, patches, tmp_path / "a.safetensors", tiny_config)
+    monkeypatch.setattr("mrsr.train.sync_interval", lambda device: 4)
+    with pytest.raises(NonFiniteLossError) as deferred:
+        train(job, patches, tmp_path / "b.safetensors", tiny_config)
+    step = lambda exc: re.search(r"step (\d+)", str(exc.value)).group(1)  # noqa: E731
+    assert step(every_step) == step(deferred)
+    assert int(step(every_step)) > 1  # the first step's loss is finite; the explosion comes after
+
+
+def test_experiment_overrides_the_training_budget(tmp_path, patches, tiny_config):
+    tiny_config["experiments"] = [
+        {"model": "proposed", "strategy": "multi", "scales": [2], "train": {"epochs": 1, "steps_per_epoch": 1}},
+        {"model": "srcnn", "scales": [2], "train": {"lr": 0.002}},
+    ]
+    assert job_train_settings(tiny_config, Job("srcnn", None, 2))["lr"] == 0.002
+    assert job_train_settings(tiny_config, Job("srcnn", None, 2))["epochs"] == tiny_config["train"]["epochs"]
+    history = train(Job("proposed", "multi", 2), patches, tmp_path / "p.safetensors", tiny_config)
+    assert len(history) == 1
+    meta = json.loads((tmp_path / "p.json").read_text())
+    assert meta["train"]["steps_per_epoch"] == 1 and meta["train"]["epochs"] == 1
+
+
+def test_fast_path_switches_train_on_the_cpu(tmp_path, patches, tiny_config):
+    """bf16 autocast and channels_last (the GPU defaults) also run on the CPU, with finite losses."""
+    assert FastPath.resolve(TrainConfig(), torch.device("cuda")) == FastPath(True, True, "default")
+    assert FastPath.resolve(TrainConfig(), torch.device("cpu")) == FastPath(False, False, None)
+    assert FastPath.resolve(TrainConfig(compile="cudagraphs"), torch.device("cpu")).compile_mode == "reduce-overhead"
+    tiny_config["train"].update(epochs=1, steps_per_epoch=2, amp="bf16", channels_last="on")
+    history = train(Job("proposed", "multi", 2), patches, tmp_path / "f.safetensors", tiny_config)
+    assert np.isfinite(history[0]["loss"]) and history[0]["loss"] > 0
+    weights = load_file(str(tmp_path / "f.safetensors"))
+    assert all(t.dtype == torch.float32 for t in weights.values())  # autocast never changes the stored dtype
+
+
+def test_compiled_step_equals_eager_step():
+    """torch.compile (the GPU default) gives the eager loop's loss and gradient norm (CPU inductor)."""
+    torch.manual_seed(0)
+    lr, hr = torch.rand(8, 1, 14, 14), torch.rand(8, 1, 27, 27)
+    results = []
+    for mode in (None, "default"):
+        torch.manual_seed(1)
+        model = build_model("proposed", 2, "multi", features=8, units=2)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        step = make_train_step(model, optimizer, FastPath(False, False, mode), torch.device("cpu"))
+        results.append([tuple(float(v) for v in step(lr, hr, 0.4)) for _ in range(2)])
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-4)

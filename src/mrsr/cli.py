@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "split": ("mrsr.data.split", "assign series (or patients) to train/test, seeded"),
     "patches": ("mrsr.data.patches", "make LR/HR training patches for one scale"),
     "train": ("mrsr.train", "train one (model, scale, strategy)"),
+    "benchmark-train": ("mrsr.bench_train", "training samples/s and model FLOP utilisation per job"),
     "evaluate": ("mrsr.evaluate", "PSNR/SSIM of one trained model (or bicubic) on the test split"),
     "summarize": ("mrsr.evaluate", "collect per-method metrics into summary.csv"),
     "report": ("mrsr.report", "render the HTML report"),

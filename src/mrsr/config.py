@@ -115,6 +115,20 @@ def training_jobs(config: dict[str, Any]) -> list[Job]:
     return list(dict.fromkeys(jobs))
 
 
+def job_train_settings(config: dict[str, Any], job: Job) -> dict[str, Any]:
+    """The ``train`` section for one job: the global settings with its experiment's overrides.
+
+    The first experiment listing the job's (model, strategy, scale) supplies the overrides, so a
+    quick profile can give a cheap baseline a different budget without an if-chain in the code.
+    """
+    settings = dict(config["train"])
+    for exp in config["experiments"]:
+        if exp["model"] == job.model and exp.get("strategy") == job.strategy and job.scale in exp["scales"]:
+            settings.update(exp.get("train") or {})
+            break
+    return settings
+
+
 def border_pixels(config: dict[str, Any], scale: int) -> int:
     border = config["evaluate"].get("border", "scale")
     return scale if border == "scale" else int(border)

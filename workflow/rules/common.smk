@@ -3,7 +3,7 @@ import os
 
 import yaml
 
-from mrsr.config import training_jobs
+from mrsr.config import Job, job_train_settings, training_jobs
 
 STORE = "data/prepared/store"
 SPLIT = "data/prepared/split.csv"

@@ -13,7 +13,8 @@ rule train:
         scale="[234]",
     params:
         config=CONFIG,
-        train=config["train"],
+        # The job's own settings (global `train` plus its experiment's overrides): a change reruns it.
+        train=lambda wc: job_train_settings(config, Job.from_name(f"{wc.job}_x{wc.scale}")),
         model=lambda wc: config["model"].get(wc.job.split("_")[0], {}),
         threads=cpu_threads,
     threads: workflow.cores

@@ -1,0 +1,212 @@
+"""``mrsr benchmark-train``: training throughput (samples/s) and model FLOP utilisation per job.
+
+Runs the real training step (:func:`mrsr.train.make_train_step`, so the GPU fast path of
+``train.amp/channels_last/compile`` is what gets measured) on synthetic patches of each scale's
+paper size, resident on the device as in training, and reports:
+
+- ``samples_per_s``: patches per second over the timed steps (after warm-up and compilation);
+- ``flops_per_sample``: forward + backward FLOPs per patch, counted by
+  :class:`torch.utils.flop_counter.FlopCounterMode` (convolutions and matrix products, 2 per MAC);
+- ``mfu``: achieved FLOP/s over the device's peak: the datasheet's dense bf16 peak for known GPUs
+  (``peak_source: datasheet``), else a large matrix product measured in the same run
+  (``peak_source: measured``; on a CPU, fp32, the precision its training runs in);
+- projections for the paper's protocol: seconds per epoch of ``--epoch-patches`` x2 patches (the
+  other scales scaled by their patch grids) and for its 100 epochs.
+
+Example: ``mrsr benchmark-train --model proposed --scale 2 --json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from mrsr.config import Job, job_train_settings, load_config, model_options, training_jobs
+from mrsr.models import build_model
+from mrsr.train import FastPath, TrainConfig, make_optimizer, make_train_step, pick_device
+
+# Dense (no sparsity) bf16 tensor-core peaks from the vendors' datasheets, TFLOP/s.
+BF16_PEAK_TFLOPS = {
+    "H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 NVL": 835.0, "H100 PCIe": 756.0, "H100": 756.0,
+    "H200": 989.4, "GH200": 989.4, "A100": 312.0, "L40S": 362.1, "A10G": 70.0, "L4": 121.0,
+}
+PAPER_X2_EPOCH_PATCHES = 175_000  # the issue's size of one paper epoch at x2
+PAPER_EPOCHS = 100
+
+
+@dataclass
+class TrainBenchmark:
+    """One job's figures (the JSON object printed per job)."""
+
+    job: str
+    device: str
+    batch_size: int
+    fast_path: dict[str, Any]
+    samples_per_s: float
+    flops_per_sample: float
+    achieved_tflops: float
+    peak_tflops: float
+    peak_source: str
+    mfu: float
+    paper_epoch_patches: int
+    paper_epoch_s: float
+    paper_100_epochs_min: float
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measured_matmul_tflops(device: torch.device, dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
+    """Best TFLOP/s of an n x n matrix product on ``device`` (the roofline when no datasheet fits)."""
+    if device.type == "cpu":
+        n = min(n, 2048)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    torch.mm(a, b)
+    synchronize(device)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e12
+
+
+def peak_tflops(device: torch.device, bf16: bool) -> tuple[float, str]:
+    """(peak TFLOP/s, "datasheet" | "measured") for the precision training runs in."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key in sorted(BF16_PEAK_TFLOPS, key=len, reverse=True):  # most specific name first
+            if key in name:
+                return BF16_PEAK_TFLOPS[key], "datasheet"
+    return measured_matmul_tflops(device, torch.bfloat16 if bf16 else torch.float32), "measured"
+
+
+def flops_per_sample(job: Job, options: dict[str, Any], lr_size: int, hr_size: int) -> float:
+    """Forward + backward FLOPs per training patch (counted on a small CPU batch, fp32)."""
+    model = build_model(job.model, job.scale, job.strategy, **options)
+    batch = 4
+    lr = torch.rand(batch, 1, lr_size, lr_size)
+    with FlopCounterMode(display=False) as counter:
+        outputs = model.loss_outputs(lr)
+        sum(out[..., :hr_size, :hr_size].float().mean() for out in outputs).backward()
+    return counter.get_total_flops() / batch
+
+
+def benchmark_job(job: Job, config: dict[str, Any], steps: int, warmup: int,
+                  batch_size: int | None = None, epoch_patches: int = PAPER_X2_EPOCH_PATCHES) -> TrainBenchmark:
+    """Time ``steps`` training steps of ``job`` after ``warmup`` (which includes any compilation)."""
+    cfg = TrainConfig.from_config(job_train_settings(config, job))
+    if batch_size:
+        cfg.batch_size = batch_size
+    device = pick_device(cfg.device)
+    fast = FastPath.resolve(cfg, device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if device.type == "cuda" and not cfg.deterministic:
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(cfg.seed)
+    options = model_options(config, job.model)
+    model = build_model(job.model, job.scale, job.strategy, **options).to(device)
+    if fast.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    patch = config["patches"][f"x{job.scale}"]
+    lr_size = patch["lr_size"]
+    hr_size = (lr_size - 1) * job.scale + 1
+    # A pool of patches resident on the device, indexed per batch exactly as in training.
+    pool = max(8 * cfg.batch_size, 1024)
+    lr_all = torch.rand(pool, 1, lr_size, lr_size, device=device)
+    hr_all = torch.rand(pool, 1, hr_size, hr_size, device=device)
+    step = make_train_step(model, make_optimizer(model, cfg), fast, device)
+    clip = cfg.clip_theta
+    order = torch.randint(0, pool, ((warmup + steps) * cfg.batch_size,), device=device)
+
+    def run(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            step(lr_all[idx], hr_all[idx], clip)
+
+    run(0, warmup)
+    synchronize(device)
+    t0 = time.perf_counter()
+    run(warmup, steps)
+    synchronize(device)
+    seconds = time.perf_counter() - t0
+
+    samples_per_s = steps * cfg.batch_size / seconds
+    per_sample = flops_per_sample(job, options, lr_size, hr_size)
+    achieved = samples_per_s * per_sample / 1e12
+    peak, source = peak_tflops(device, fast.bf16)
+    # Patches per paper epoch at this scale: the x2 figure times the ratio of patch-grid densities
+    # (HR-space stride = LR stride x scale).
+    x2_stride = config["patches"].get("x2", {"lr_stride": 11})["lr_stride"] * 2
+    epoch = round(epoch_patches * (x2_stride / (patch["lr_stride"] * job.scale)) ** 2)
+    return TrainBenchmark(
+        job=job.name, device=device_name(device), batch_size=cfg.batch_size, fast_path=asdict(fast),
+        samples_per_s=samples_per_s, flops_per_sample=per_sample, achieved_tflops=achieved,
+        peak_tflops=peak, peak_source=source, mfu=achieved / peak, paper_epoch_patches=epoch,
+        paper_epoch_s=epoch / samples_per_s, paper_100_epochs_min=PAPER_EPOCHS * epoch / samples_per_s / 60,
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="config.yaml", help="workflow config: models, patches, train settings")
+    parser.add_argument("--model", help="only this model (default: every training job of the config)")
+    parser.add_argument("--scale", type=int, help="only this scale")
+    parser.add_argument("--strategy", help="only this strategy (proposed)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per job")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
+    parser.add_argument("--batch-size", type=int, help="override train.batch_size")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override train.device")
+    parser.add_argument("--amp", choices=["auto", "bf16", "off"], help="override train.amp")
+    parser.add_argument("--compile", choices=["auto", "on", "cudagraphs", "off"], help="override train.compile")
+    parser.add_argument("--channels-last", choices=["auto", "on", "off"], help="override train.channels_last")
+    parser.add_argument("--epoch-patches", type=int, default=PAPER_X2_EPOCH_PATCHES,
+                        help="patches in one paper epoch at x2, for the projections")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per line")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    for key in ("device", "amp", "compile", "channels_last"):
+        value = getattr(args, key)
+        if value:
+            config["train"][key] = value
+            for exp in config["experiments"]:  # a command-line choice beats every per-job setting
+                (exp.get("train") or {}).pop(key, None)
+    jobs = [
+        job for job in training_jobs(config)
+        if (args.model is None or job.model == args.model) and (args.scale is None or job.scale == args.scale)
+        and (args.strategy is None or job.strategy == args.strategy)
+    ]
+    if not jobs:
+        print(f"error: {args.config} trains no job matching model={args.model} scale={args.scale} "
+              f"strategy={args.strategy}")
+        return 2
+    for job in jobs:
+        result = benchmark_job(job, config, args.steps, args.warmup, args.batch_size, args.epoch_patches)
+        if args.json:
+            print(json.dumps(asdict(result)), flush=True)
+        else:
+            print(f"{result.job:22s} {result.samples_per_s:10.1f} samples/s  {result.achieved_tflops:8.3f} TFLOP/s"
+                  f"  MFU {100 * result.mfu:5.1f}% of {result.peak_tflops:.1f} ({result.peak_source})"
+                  f"  paper epoch {result.paper_epoch_s:8.1f} s  100 epochs {result.paper_100_epochs_min:7.1f} min",
+                  flush=True)
+    return 0
