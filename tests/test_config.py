@@ -30,8 +30,10 @@ def test_default_and_paper_configs_are_valid(root, default_config):
         (lambda c: c["data"].update(source="ftp"), r"config key 'data.source'"),
         (lambda c: c["data"].update(sample_dir="no/such/folder"), r"data.sample_dir.*no/such/folder"),
         (lambda c: c["data"].update(source="local", local_dir="missing-dir"), r"data.local_dir.*missing-dir"),
-        (lambda c: c["experiments"].append({"model": "vdsr", "scales": [2]}), r"experiments.3.model.*unknown model 'vdsr'"),
-        (lambda c: c["experiments"].append({"model": "proposed", "strategy": "triple", "scales": [2]}), r"experiments.3.strategy"),
+        (lambda c: c["experiments"].append({"model": "vdsr", "scales": [2]}), r"experiments.\d+.model.*unknown model 'vdsr'"),
+        (lambda c: c["experiments"].append({"model": "proposed", "strategy": "triple", "scales": [2]}), r"experiments.\d+.strategy"),
+        (lambda c: c["model"].update(decnn={"residual_init": "ones"}), r"config key .model.decnn.residual_init."),
+        (lambda c: c["experiments"][0].update(train={"epochs": 0}), r"config key .experiments.0.train.epochs."),
     ],
 )
 def test_config_errors_name_the_key_or_file(root, default_config, mutate, message):

@@ -205,3 +205,16 @@ def test_decnn_deconvolution_starts_as_bicubic() -> None:
         ref = torch_upscale(lr, scale)
         b = 3 * scale  # border where zero padding differs from imresize's mirror padding
         assert float((up - ref)[..., b:-b, b:-b].abs().max()) < 1e-6
+
+
+@pytest.mark.parametrize("name", ["decnn", "fscwn"])
+def test_zero_residual_init_starts_at_the_interpolation(name):
+    """residual_init='zero' (quick profile): the untrained net is exactly its upsampling path."""
+    torch.manual_seed(0)
+    model = build_model(name, 2, None, residual_init="zero").eval()
+    lr = torch.rand(1, 1, 12, 10)
+    with torch.inference_mode():
+        start = model.deconv(lr) if name == "decnn" else torch_upscale(lr, 2)
+        torch.testing.assert_close(model(lr), start, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="residual_init"):
+        build_model(name, 2, None, residual_init="ones")

@@ -46,6 +46,16 @@ class SuperResolver(nn.Module, abc.ABC):
         """
         return [self(lr)]
 
+    @staticmethod
+    def init_residual(layer: nn.Module, how: str) -> None:
+        """``how='zero'``: zero a residual net's last layer so it starts as its interpolation."""
+        if how not in ("he", "zero"):
+            raise ValueError(f"residual_init must be 'he' or 'zero', got {how!r}")
+        if how == "zero":
+            nn.init.zeros_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
     def init_weights(self) -> None:
         """He (Kaiming) normal initialisation of every convolution, zero biases (the paper's [24])."""
         for module in self.modules():

@@ -61,6 +61,9 @@ class DeCNN(SuperResolver):
         layers: number of 3x3 convolutions after the deconvolution (>= 2); default 20.
         deconv_kernel: odd deconvolution kernel size; ``None`` picks :func:`bicubic_support_kernel`.
         deconv_init: ``bicubic`` (default) or ``he``, the deconvolution's initial weights.
+        residual_init: ``he`` (default) or ``zero``: the last convolution starts at zero, so the
+            net starts as its interpolation and learns the residual (the quick profile's choice, as
+            for the proposed net's feature branch; a few CPU minutes cannot undo a random residual).
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class DeCNN(SuperResolver):
         layers: int = 20,
         deconv_kernel: int | None = None,
         deconv_init: str = "bicubic",
+        residual_init: str = "he",
     ) -> None:
         super().__init__(scale)
         if layers < 2:
@@ -90,6 +94,7 @@ class DeCNN(SuperResolver):
         if deconv_init == "bicubic":
             with torch.no_grad():
                 self.deconv.weight.copy_(bicubic_deconv_kernel(scale, kernel))
+        self.init_residual(self.body[-1], residual_init)
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         """Super-resolve.

@@ -68,9 +68,12 @@ class FSCWN(SuperResolver):
         features: F, maps of the shallow network and between blocks; default 64.
         widths: inner width w_b of each wide residual block, one entry per block; default
             64, 72, ..., 120 (8 blocks).
+        residual_init: ``he`` (default) or ``zero``: the reconstruction layer starts at zero, so the
+            net starts as bicubic interpolation (the quick profile's choice).
     """
 
-    def __init__(self, scale: int, features: int = 64, widths: Sequence[int] = DEFAULT_WIDTHS) -> None:
+    def __init__(self, scale: int, features: int = 64, widths: Sequence[int] = DEFAULT_WIDTHS,
+                 residual_init: str = "he") -> None:
         super().__init__(scale)
         widths = tuple(int(w) for w in widths)
         if not widths:
@@ -81,6 +84,7 @@ class FSCWN(SuperResolver):
         self.blocks = nn.ModuleList(WideResidualBlock(features, w) for w in widths)
         self.reconstruct = nn.Conv2d(features, 1, 3, padding=1)
         self.init_weights()
+        self.init_residual(self.reconstruct, residual_init)
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         """Super-resolve.
