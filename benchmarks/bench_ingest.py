@@ -1,19 +1,15 @@
 """Benchmark: DICOM ingest throughput (``mrsr.data.dicom.ingest_dicom_files`` into a slice store).
 
-Measured 2026-11-24 on a 2-core VM (2 vCPU, 24 GB, Python 3.11.7, pydicom 3.0.2, numpy 2.4),
-uncompressed Explicit VR Little Endian, 1,200 slices (24 series x 25 of 256x256 + 24 series x 25 of
-512x512, 16-bit), ``workers=2``, 10 runs, other jobs sharing the machine (load average 0.6-1.2):
-
-- reader alone (both passes: series grouped, ordered, decoded to float32): 800-1,280 slices/s;
-- end to end (reader + ``SliceStoreWriter``: slices/KEY.npy, index.csv): median ~330 slices/s,
-  range 280-526 slices/s. The store writer (its copy of the array and per-slice statistics in
-  ``store.py``, and ~750 MB of .npy written) takes about two thirds of that time; a leaner writer
-  (no copy when no slice is all-zero, one-pass statistics) measured ~1.5x faster end to end.
+Figures, machine and date: docs/benchmarks.md ("DICOM ingest throughput"). Target: >= 500 slices/s
+end to end on 2 cores for uncompressed files.
 
 Why this dataset: it is the size of the paper's data (52 sequences of ~22-25 slices) at the two
-matrix sizes MR series come in, so the figure says how long ``mrsr ingest`` takes on real-sized data.
+matrix sizes MR series come in: 1,200 slices (24 series x 25 of 256x256 + 24 series x 25 of
+512x512), 16-bit (12 stored), so the figure says how long ``mrsr ingest`` takes on real-sized data.
 The timing covers everything ``mrsr ingest`` does for DICOM: header pass, grouping/ordering, decoding,
 rescale, and writing slices/KEY.npy + index.csv (the writer's per-slice statistics included).
+"Reader alone" is the same reader without the store writer. Each run prints the 1-minute load
+average: on a shared machine other jobs lower the wall-clock figures (and, less, the CPU ones).
 
 Usage: python benchmarks/bench_ingest.py [--workers N] [--syntax explicit|rle|jpegls] [--data DIR]
 """
@@ -81,7 +77,7 @@ def main() -> int:
     rates, reader_rates, cpu_rates = [], [], []
     for _ in range(args.repeat):
         t0 = time.perf_counter()
-        n = sum(len(s.slices) for s in iter_dicom_series(files, lambda p, r: None, workers=args.workers))
+        n = sum(len(s.slices) for s in iter_dicom_series(files, lambda p, r: None, workers=args.workers, integers=True))
         reader_rates.append(n / (time.perf_counter() - t0))
         with tempfile.TemporaryDirectory() as tmp:
             writer = SliceStoreWriter(Path(tmp) / "store")
@@ -91,13 +87,15 @@ def main() -> int:
             summary = writer.close("local")
             dt = time.perf_counter() - t0
             cpu = _cpu_seconds() - cpu0
+            stored = sum(p.stat().st_size for p in (Path(tmp) / "store" / "slices").iterdir())
         assert summary["slices"] == len(files), summary
         rates.append(len(files) / dt)
         cpu_rates.append(len(files) / (cpu / args.workers))
         print(f"{summary['slices']} slices in {dt:.2f} s: {rates[-1]:.0f} slices/s end to end "
-              f"(CPU {cpu:.2f} s; reader alone {reader_rates[-1]:.0f} slices/s)")
+              f"(CPU {cpu:.2f} s; reader alone {reader_rates[-1]:.0f} slices/s; {stored / 1e6:.0f} MB stored; "
+              f"load average {os.getloadavg()[0]:.1f})")
     print(f"ingest, end to end: best {max(rates):.0f} slices/s, median {float(np.median(rates)):.0f} slices/s; "
-          f"reader alone (no store writer): best {max(reader_rates):.0f} slices/s; "
+          f"reader alone (no store writer): best {max(reader_rates):.0f}, median {float(np.median(reader_rates)):.0f} slices/s; "
           f"CPU-bound estimate on {args.workers} idle cores: {max(cpu_rates):.0f} slices/s "
           f"({args.syntax}, workers={args.workers}; load average {os.getloadavg()[0]:.1f})")
     return 0

@@ -40,7 +40,8 @@ ALLOWED = {
     "getImage": {"SeriesInstanceUID", "NewFileNames", "IncludeMD5"},
 }
 PREFIX = "/nbia-api/services/v4/"
-MANIFEST = Path("/work/shared/data/btp-sample/tcia-series-manifest.csv")
+# the repository's copy (byte-identical to the shared one, checked by test_data), so tests run from any clone
+MANIFEST = Path(__file__).resolve().parents[1] / "data" / "btp-sample" / "tcia-series-manifest.csv"
 LICENSE = ("License Information. The {collection} collection is distributed under the CC BY 3.0 at "
            "http://creativecommons.org/licenses/by/3.0/ By downloading the data, you agree to abide by terms of this license.")
 

@@ -13,7 +13,7 @@ from mrsr.data.ingest import ingest
 from mrsr.data.patches import extract_patches, hr_patch_size, make_patches
 from mrsr.data.resize import downscale
 from mrsr.data.split import make_split, split_counts
-from mrsr.data.store import INDEX_COLUMNS, load_series, read_index
+from mrsr.data.store import INDEX_COLUMNS, SeriesSlices, SliceStoreWriter, load_series, read_index
 
 
 def test_sample_is_byte_identical_to_its_readme(root):
@@ -133,3 +133,80 @@ def test_make_patches_on_the_sample(sample_store):
     assert len(arrays["lr"]) == 38 * 121
     assert arrays["hr"].max() <= 1.0 and arrays["hr"].min() >= 0.0
     assert arrays["val_lr_0"].shape == (128, 128) and arrays["val_hr_1"].shape == (256, 256)
+
+
+def _on_disk_dtype(store, key: str) -> np.dtype:
+    return np.load(store / "slices" / f"{key}.npy", mmap_mode="r").dtype
+
+
+def test_store_keeps_small_integers_and_always_reads_back_float32(tmp_path):
+    rng = np.random.default_rng(0)
+    ints = rng.integers(-3000, 3000, (4, 8, 9)).astype(np.int16)
+    ints[1] = 0  # all-zero (padding): dropped, as for float series
+    wide = rng.integers(0, 70000, (2, 8, 9)).astype(np.int32)  # not a kept dtype: float32, as before
+    floats = rng.normal(100, 20, (2, 8, 9))
+    writer = SliceStoreWriter(tmp_path)
+    keys = [writer.add_series(SeriesSlices("P1", f"1.2.{i}", name, pixels, [f"f{i}"] * len(pixels), list(range(len(pixels)))))
+            for i, (name, pixels) in enumerate([("ints", ints), ("wide", wide), ("floats", floats)])]
+    summary = writer.close("local")
+    assert summary["zero_slices_dropped"] == 1 and summary["slices"] == 7
+    index = read_index(tmp_path)
+    expected = {keys[0]: ints[[0, 2, 3]].astype(np.float32), keys[1]: wide.astype(np.float32),
+                keys[2]: floats.astype(np.float32)}
+    assert [_on_disk_dtype(tmp_path, k) for k in keys] == [np.int16, np.float32, np.float32]
+    for key, values in expected.items():
+        for mmap in (True, False):
+            got = load_series(tmp_path, key, mmap=mmap)
+            assert got.dtype == np.float32
+            np.testing.assert_array_equal(got, values)
+        rows = index[index.series_key == key].sort_values("slice_index")
+        exact = values.reshape(len(values), -1).astype(np.float64)
+        np.testing.assert_array_equal(rows["min"], exact.min(1))
+        np.testing.assert_array_equal(rows["max"], exact.max(1))
+        tol = 1e-12 if key == keys[0] else 1e-5  # integer statistics are exact; float32 ones as before
+        np.testing.assert_allclose(rows["mean"], exact.mean(1), rtol=tol)
+        np.testing.assert_allclose(rows["std"], exact.std(1), rtol=tol)
+
+
+def test_nifti_integers_are_stored_as_integers_and_scaled_volumes_as_float(tmp_path):
+    import nibabel as nib
+
+    rng = np.random.default_rng(1)
+    volume = rng.integers(1, 4000, (16, 12, 3)).astype(np.int16)
+    (tmp_path / "in").mkdir()
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "in" / "plain.nii.gz")
+    scaled = nib.Nifti1Image(volume, np.eye(4))
+    scaled.header.set_slope_inter(0.37, -2.0)
+    nib.save(scaled, tmp_path / "in" / "scaled.nii.gz")
+    ingest("local", tmp_path / "in", tmp_path / "store")
+    index = read_index(tmp_path / "store")
+    for name, dtype in (("plain", np.int16), ("scaled", np.float32)):
+        key = index.loc[index.series_description == name, "series_key"].iloc[0]
+        assert _on_disk_dtype(tmp_path / "store", key) == dtype
+        image = nib.load(tmp_path / "in" / f"{name}.nii.gz")
+        reference = np.transpose(np.asarray(image.dataobj, dtype=np.float32), (2, 1, 0))  # the float path
+        np.testing.assert_array_equal(load_series(tmp_path / "store", key), reference)
+
+
+def test_integer_and_float_stores_give_bit_identical_patches(tmp_path, sample_store):
+    """The sample's intensities are integers: stored as uint16 they must give exactly the float32
+    store's split and patches (what training reads), so the store's dtype never changes results."""
+    out, _ = sample_store
+    index = read_index(out)
+    writer = SliceStoreWriter(tmp_path)
+    for key, group in index.groupby("series_key"):
+        volume = np.asarray(load_series(out, key))
+        assert np.all(volume == np.round(volume)) and volume.min() >= 0 and volume.max() < 2**16
+        row = group.sort_values("slice_index").iloc[0]
+        writer.add_series(SeriesSlices(row.patient_id, row.series_uid, row.series_description, volume.astype(np.uint16),
+                                       list(group.path), list(group.position)))
+    writer.close("sample")
+    ints = read_index(tmp_path)
+    assert {_on_disk_dtype(tmp_path, k) for k in ints.series_key} == {np.dtype(np.uint16)}
+    split = make_split(index, "series", 2021, 24, 28)
+    assert make_split(ints, "series", 2021, 24, 28).equals(split)
+    want = make_patches(out, split, 2, 14, 11, val_slices=2, seed=0)
+    got = make_patches(tmp_path, split, 2, 14, 11, val_slices=2, seed=0)
+    assert want.keys() == got.keys()
+    for k in want:
+        assert want[k].dtype == got[k].dtype and want[k].tobytes() == got[k].tobytes(), k

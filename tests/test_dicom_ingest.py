@@ -308,3 +308,72 @@ def test_fast_native_path_matches_pydicom_on_tricky_values(tmp_path, syntax):
     s12 = decode_dicom_file(tmp_path / "s12.dcm")[0]
     np.testing.assert_array_equal(s12, ramp(1).astype(np.float32) - 300)  # sign-extended from 12 bits
     np.testing.assert_array_equal(decode_dicom_file(tmp_path / "u12.dcm")[0], ramp(0) * 1.5 - 3.0)
+
+
+def _store_dtype(store: Path, index, uid: str) -> np.dtype:
+    key = index.loc[index.series_uid == uid, "series_key"].iloc[0]
+    return np.load(store / "slices" / f"{key}.npy", mmap_mode="r").dtype
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ExplicitVRBigEndian, RLELossless],
+                         ids=["explicit", "big-endian", "rle"])
+def test_store_keeps_exact_integers_and_reads_back_the_same_floats(tmp_path, syntax):
+    """The store keeps integer-valued series as integers (half the bytes); what load_series returns must
+    equal, bit for bit, the float32 scanner values of pydicom's decoding, for integer and float rescale."""
+    rng = np.random.default_rng(5)
+    junk = (rng.integers(0, 16, (48, 48)) << 12).astype(np.uint16)
+    signed12 = (((ramp(1).astype(np.int32) - 300) & 0x0FFF) | junk).astype(np.uint16).view(np.int16)
+    cases: dict[str, tuple[Dataset, np.dtype]] = {  # name -> (dataset, dtype the store should keep)
+        "u12": (mr_dataset(ramp(0) | junk, series_uid=new_uid(), bits_stored=12), np.uint16),
+        "s12, slope 2, intercept -7": (mr_dataset(signed12, series_uid=new_uid(), bits_stored=12, slope=2, intercept=-7),
+                                       np.int16),
+        "mono1": (mr_dataset(ramp(2), series_uid=new_uid(), photometric="MONOCHROME1", bits_stored=12), np.uint16),
+        "u8": (mr_dataset((ramp(3) // 8).astype(np.uint8), series_uid=new_uid()), np.uint8),
+        "float slope": (mr_dataset(ramp(5), series_uid=new_uid(), slope=0.37, intercept=1.5), np.float32),
+        "beyond int16": (mr_dataset(ramp(6) | 0x8000, series_uid=new_uid(), intercept=-1024), np.float32),
+    }
+    multi = enhanced_mr_dataset(np.stack([ramp(i) for i in range(3)]), series_uid=new_uid(),
+                                positions=[(0, 0, float(z)) for z in (2, 0, 1)], slopes=[1.0, 3.0, 2.0], intercept=-5.0)
+    multi.BitsStored, multi.HighBit = 12, 11
+    cases["multi-frame, per-frame slopes"] = (multi, np.int16)
+    if syntax != RLELossless:  # pydicom's RLE encoder cannot write 8 stored bits in 16 allocated
+        cases["8 of 16 bits"] = (mr_dataset(ramp(4) & 0xFF | junk, series_uid=new_uid(), bits_stored=8), np.uint8)
+    paths = {name: save(ds, tmp_path / "in" / f"{i}.dcm", syntax) for i, (name, (ds, _)) in enumerate(cases.items())}
+    _, index, rejected = ingest(tmp_path, list(paths.values()))
+    assert rejected == []
+    for name, (ds, dtype) in cases.items():
+        reference = decode_dicom_file(paths[name])  # float32, through pydicom's pixel_array
+        rows = index[index.series_uid == ds.SeriesInstanceUID]
+        frames = [int(np.argsort([2, 0, 1])[k]) for k in range(3)] if reference.shape[0] == 3 else [0]
+        got = stored(tmp_path, index, ds.SeriesInstanceUID)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, reference[frames], err_msg=name)
+        assert _store_dtype(tmp_path / "store", index, ds.SeriesInstanceUID) == dtype, name
+        exact = reference[frames].astype(np.float64).reshape(len(frames), -1)
+        np.testing.assert_array_equal(rows["min"], exact.min(1))
+        np.testing.assert_array_equal(rows["max"], exact.max(1))
+        np.testing.assert_allclose(rows["mean"], exact.mean(1), rtol=1e-6 if dtype == np.float32 else 1e-12)
+        np.testing.assert_allclose(rows["std"], exact.std(1), rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_a_decoder_exceeding_bits_stored_turns_the_series_to_float32(tmp_path):
+    """BitsStored says 8, but a JPEG-LS frame decodes to values above 255: the integer array planned from
+    the header cannot hold them, so the series is stored as float32 with every value intact."""
+    uid = new_uid()
+    native = save(mr_dataset(ramp(0) & 0xFF, series_uid=uid, bits_stored=8, position=(0, 0, 0.0)), tmp_path / "a.dcm")
+    jls = save(mr_dataset(ramp(9), series_uid=uid, position=(0, 0, 1.0)), tmp_path / "b.dcm", JPEGLSLossless)
+    ds = pydicom.dcmread(jls)
+    ds.BitsStored, ds.HighBit = 8, 7
+    ds.save_as(jls)
+    reference = [decode_dicom_file(p)[0] for p in (native, jls)]
+    assert reference[1].max() > 255
+    _, index, rejected = ingest(tmp_path, [native, jls])
+    assert rejected == []
+    np.testing.assert_array_equal(stored(tmp_path, index, uid), np.stack(reference))
+    assert _store_dtype(tmp_path / "store", index, uid) == np.float32
+
+
+def test_integer_dtypes_agree_between_reader_and_store():
+    from mrsr.data import dicom, store
+
+    assert dicom.INTEGER_DTYPES == store.INTEGER_DTYPES

@@ -7,6 +7,7 @@ from mrsr.config import Job, job_train_settings, training_jobs
 
 STORE = "data/prepared/store"
 SPLIT = "data/prepared/split.csv"
+DOWNLOADED = "data/raw/tcia/downloaded.json"  # download_tcia's output (see data.smk), in the download folder
 JOBS = training_jobs(config)
 SCALES = config["scales"]
 # The effective (merged, validated) config that every step reads; rewritten only when it changes,
@@ -34,4 +35,4 @@ def ingest_input(wildcards):
         return config["data"]["sample_dir"]
     if source == "local":
         return config["data"]["local_dir"]
-    return "data/raw/tcia/manifest.json"
+    return DOWNLOADED

@@ -2,9 +2,12 @@
 # Code: src/mrsr/data/{ingest,tcia,split,patches}.py
 
 
+# The output is a copy of the downloader's manifest.json taken once the download succeeded, not
+# manifest.json itself: Snakemake deletes a job's outputs before running it, and manifest.json is
+# the record that lets a rerun (forced, or after a config change) skip the series already verified.
 rule download_tcia:
     output:
-        "data/raw/tcia/manifest.json",
+        DOWNLOADED,
     params:
         config=CONFIG,
         tcia=config["data"].get("tcia", {}),
@@ -25,6 +28,7 @@ rule download_tcia:
     shell:
         "mrsr download --source tcia --collection {params.collection:q} --api-url {params.api_url:q}"
         " --workers {params.workers} {params.filters} --out data/raw/tcia > {log} 2>&1"
+        " && cp data/raw/tcia/manifest.json {output}"
 
 
 rule ingest:

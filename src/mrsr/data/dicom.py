@@ -14,7 +14,11 @@ Why it is built this way:
   is read straight from its file offset by threads into the series array (no second parse, no
   pickling); compressed files are decoded by pydicom in the process pool.
 - Pixel values are what the scanner measured: Rescale Slope/Intercept applied (also per-frame ones
-  of enhanced MR), MONOCHROME1 inverted, signed/unsigned honoured. Decoding goes through pydicom and
+  of enhanced MR), MONOCHROME1 inverted, signed/unsigned honoured. For the slice store
+  (``integers=True``) a series whose values are exactly integers of at most 16 bits (integer slope
+  and intercept, the usual case) is kept in the smallest integer dtype that holds them: native
+  files are then read straight into the series array with no float conversion, and the store
+  writes half the bytes. Otherwise series are float32. Decoding goes through pydicom and
   its plugins (pylibjpeg-libjpeg: JPEG baseline/extended/lossless; pyjpegls: JPEG-LS;
   pylibjpeg-openjpeg: JPEG 2000; RLE, deflated and big endian natively).
 
@@ -39,6 +43,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import pydicom
 import pydicom.pixels
+from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -110,6 +115,7 @@ class PixelInfo:
     signed: bool
     invert: bool  # MONOCHROME1
     rescale: list[tuple[float, float]]  # (slope, intercept) per frame
+    float_data: bool = False  # Float/Double Float Pixel Data: values are not integers
     offset: int | None = None
     length: int | None = None
     byteorder: str = "<"
@@ -128,7 +134,8 @@ class DicomSlice:
 
 @dataclass
 class DicomSeries:
-    """A decoded series, slices ordered along the normal; ``pixels`` is (n, rows, cols) float32."""
+    """A decoded series, slices ordered along the normal; ``pixels`` is (n, rows, cols) float32, or
+    with ``integers=True`` (see :func:`iter_dicom_series`) possibly an exact integer dtype."""
 
     series_uid: str
     patient_id: str
@@ -164,6 +171,7 @@ class _Plan:
     normal: tuple[float, float, float] | None
     slices: list[DicomSlice] = field(default_factory=list)
     headers: list[FileHeader] = field(default_factory=list)
+    dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))  # of the series array
 
 
 class _NotDicom(Exception):
@@ -192,6 +200,31 @@ def _read(path: str, **kwargs) -> Dataset:
     return ds
 
 
+_TAGS: dict[str, int] = {}
+
+
+def _get(ds: Dataset, keyword: str, default=None):
+    """``ds.get(keyword, default)`` for a plain element (not a sequence, not character-set text),
+    several times cheaper.
+
+    Why: pass 1 reads about twenty elements of every file, and ``Dataset.get``'s bookkeeping
+    (keyword lookup, ``__getitem__``, storing the converted element back) cost more than the
+    conversion itself: half of the header pass, measured. The conversion is pydicom's own
+    (:func:`pydicom.dataelem.convert_raw_data_element`), so values are the same.
+    """
+    tag = _TAGS.get(keyword)
+    if tag is None:
+        tag = _TAGS[keyword] = pydicom.datadict.tag_for_keyword(keyword)
+    elem = ds.get_item(tag, keep_deferred=True)
+    if elem is None:
+        return default
+    if isinstance(elem, RawDataElement):
+        if elem.value is None and elem.length:  # deferred (a large value): let pydicom read it
+            return ds.get(keyword, default)
+        elem = convert_raw_data_element(elem, ds=ds)
+    return elem.value
+
+
 def _floats(value, n: int) -> tuple[float, ...] | None:
     try:
         out = tuple(float(v) for v in value)
@@ -215,20 +248,20 @@ def _group_item(ds: Dataset, frame: int | None, seq: str, sub: str) -> Dataset |
 
 def _geometry(ds: Dataset, n_frames: int):
     """Per-frame positions, the orientation and the pixel spacing, from classic or enhanced headers."""
-    iop = _floats(ds.get("ImageOrientationPatient"), 6)
+    iop = _floats(_get(ds, "ImageOrientationPatient"), 6)
     if iop is None and (item := _group_item(ds, 0, "PlaneOrientationSequence", "ImageOrientationPatient")):
         iop = _floats(item.ImageOrientationPatient, 6)
-    spacing = _floats(ds.get("PixelSpacing"), 2)
+    spacing = _floats(_get(ds, "PixelSpacing"), 2)
     if spacing is None and (item := _group_item(ds, 0, "PixelMeasuresSequence", "PixelSpacing")):
         spacing = _floats(item.PixelSpacing, 2)
-    base = _floats(ds.get("ImagePositionPatient"), 3)
+    base = _floats(_get(ds, "ImagePositionPatient"), 3)
     ipp: list = []
     for f in range(n_frames):
         item = _group_item(ds, f, "PlanePositionSequence", "ImagePositionPatient")
         pos = _floats(item.ImagePositionPatient, 3) if item is not None else None
         if pos is None and base is not None:
             pos = base
-            step = ds.get("SpacingBetweenSlices")
+            step = _get(ds, "SpacingBetweenSlices")
             if f and iop is not None and step is not None:  # classic multi-frame: frames step along the normal
                 normal = np.cross(iop[:3], iop[3:])
                 pos = tuple(float(v) for v in np.asarray(base) + f * float(step) * normal)
@@ -239,27 +272,28 @@ def _geometry(ds: Dataset, n_frames: int):
 def _frame_rescale(ds: Dataset, frame: int) -> tuple[float, float]:
     item = _group_item(ds, frame, "PixelValueTransformationSequence", "RescaleSlope")
     src = item if item is not None else ds
-    slope = src.get("RescaleSlope", 1.0)
-    intercept = src.get("RescaleIntercept", 0.0)
+    slope = _get(src, "RescaleSlope", 1.0)
+    intercept = _get(src, "RescaleIntercept", 0.0)
     return float(slope if slope not in (None, "") else 1.0), float(intercept if intercept not in (None, "") else 0.0)
 
 
 def pixel_info(ds: Dataset) -> PixelInfo:
     """Decoding parameters of a dataset; with its native pixel data location when the file allows."""
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    alloc = int(ds.get("BitsAllocated", 16) or 16)
+    n_frames = int(_get(ds, "NumberOfFrames", 1) or 1)
+    alloc = int(_get(ds, "BitsAllocated", 16) or 16)
     float_data = "PixelData" not in ds
     info = PixelInfo(
-        rows=int(ds.Rows),
-        cols=int(ds.Columns),
+        rows=int(_get(ds, "Rows")),
+        cols=int(_get(ds, "Columns")),
         n_frames=n_frames,
         bits_allocated=alloc,
-        bits_stored=int(ds.get("BitsStored", alloc) or alloc),
-        signed=int(ds.get("PixelRepresentation", 0) or 0) == 1,
-        invert=str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1",
+        bits_stored=int(_get(ds, "BitsStored", alloc) or alloc),
+        signed=int(_get(ds, "PixelRepresentation", 0) or 0) == 1,
+        invert=str(_get(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1",
         rescale=[(1.0, 0.0) if float_data else _frame_rescale(ds, f) for f in range(n_frames)],
+        float_data=float_data,
     )
-    raw = ds._dict.get(0x7FE00010) if not float_data else None
+    raw = ds.get_item(0x7FE00010, keep_deferred=True) if not float_data else None
     syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
     if (
         syntax in NATIVE_SYNTAXES
@@ -286,7 +320,7 @@ def scan_dicom_file(path: str | Path, keep_dataset: bool = False) -> FileHeader 
     except Exception as exc:
         return Rejected(path, f"corrupt or truncated DICOM header: {type(exc).__name__}: {exc}")
     try:
-        sop_class = str(ds.get("SOPClassUID", ""))
+        sop_class = str(_get(ds, "SOPClassUID", ""))
         if not sop_class:
             return Rejected(path, "corrupt or truncated DICOM header: no SOP Class UID")
         if not any(k in ds for k in PIXEL_KEYWORDS):
@@ -294,26 +328,26 @@ def scan_dicom_file(path: str | Path, keep_dataset: bool = False) -> FileHeader 
             if "Rows" in ds or sop_class in MR_SOP_CLASSES:
                 return Rejected(path, "truncated or corrupt pixel data: image header without a complete pixel data element")
             return Rejected(path, f"not an image: no pixel data (SOP class {sop_class})")
-        modality = str(ds.get("Modality", "")).upper()
+        modality = str(_get(ds, "Modality", "")).upper()
         if modality != "MR":
             return Rejected(path, f"not MR: Modality is {modality or 'missing'}")
         if sop_class.startswith(SECONDARY_CAPTURE_PREFIX):
             return Rejected(path, "Secondary Capture image (a mask or screenshot, not an MR acquisition)")
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        samples = int(_get(ds, "SamplesPerPixel", 1) or 1)
         if samples != 1:
             return Rejected(path, f"not single-channel: SamplesPerPixel={samples} ({ds.get('PhotometricInterpretation', '?')})")
-        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        rows, cols = int(_get(ds, "Rows", 0) or 0), int(_get(ds, "Columns", 0) or 0)
         if rows < 2 or cols < 2:
             return Rejected(path, f"not a 2-D image: Rows={rows}, Columns={cols}")
-        if not ds.get("SeriesInstanceUID"):
+        if not _get(ds, "SeriesInstanceUID"):
             return Rejected(path, "no SeriesInstanceUID")
-        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+        n_frames = int(_get(ds, "NumberOfFrames", 1) or 1)
         ipp, iop, spacing = _geometry(ds, n_frames)
-        instance = ds.get("InstanceNumber")
+        instance = _get(ds, "InstanceNumber")
         header = FileHeader(
             path=path,
-            series_uid=str(ds.SeriesInstanceUID),
-            sop_uid=str(ds.get("SOPInstanceUID", path)),
+            series_uid=str(_get(ds, "SeriesInstanceUID")),
+            sop_uid=str(_get(ds, "SOPInstanceUID", path)),
             patient_id=str(ds.get("PatientID", "") or "unknown"),
             description=str(ds.get("SeriesDescription", "") or ""),
             rows=rows,
@@ -381,6 +415,47 @@ def _plan_series(headers: list[FileHeader], reject: Callable[[str, str], None]) 
 
 # ----------------------------------------------------------------------------------------------
 # pass 2: pixels
+INTEGER_DTYPES = tuple(np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16))  # smallest first
+
+
+def _stored_range(info: PixelInfo) -> tuple[int, int]:
+    """The values BitsStored allows (what the native path masks or sign-extends to)."""
+    bits = info.bits_stored
+    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if info.signed else (0, 2**bits - 1)
+
+
+def exact_integer_dtype(infos: Iterable[PixelInfo]) -> np.dtype | None:
+    """The smallest integer dtype of INTEGER_DTYPES that holds every scanner value these files can
+    produce exactly, or None (then float32 is needed).
+
+    Scanner value = stored value (inverted within the stored range for MONOCHROME1) * slope +
+    intercept: an integer when slope and intercept are, within bounds that BitsStored and the sign
+    give. Those integers are also what the float32 path computes (exact below 2**24), so storing
+    them changes no value.
+    """
+    low = high = 0
+    for info in infos:
+        if info.float_data or info.bits_allocated > 16:
+            return None
+        lo, hi = _stored_range(info)
+        for slope, intercept in info.rescale or [(1.0, 0.0)]:
+            if not (float(slope).is_integer() and float(intercept).is_integer()):
+                return None
+            ends = (lo * slope + intercept, hi * slope + intercept)
+            low, high = min(low, *ends), max(high, *ends)
+    for dtype in INTEGER_DTYPES:
+        limits = np.iinfo(dtype)
+        if limits.min <= low and high <= limits.max:
+            return dtype
+    return None
+
+
+def _fits(values: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether float ``values`` are integers that ``dtype`` holds (a decoder may exceed BitsStored)."""
+    limits = np.iinfo(dtype)
+    return bool(values.size == 0 or (limits.min <= values.min() and values.max() <= limits.max
+                                      and np.array_equal(values, np.round(values))))
+
 PREFERRED_PLUGIN = {  # pydicom picks the first available plugin; CharLS decodes JPEG-LS ~3x faster than libjpeg
     "1.2.840.10008.1.2.4.80": "pyjpegls",
     "1.2.840.10008.1.2.4.81": "pyjpegls",
@@ -434,12 +509,22 @@ def _decode_native_into(path: str, info: PixelInfo, out: np.ndarray, slots: Sequ
     """Native pixel data read straight from its file offset into ``out[slots]`` (one slot per frame).
 
     Same values as pydicom's ``pixel_array`` (unused high bits masked, or sign-extended), without
-    parsing the file again or allocating per file.
+    parsing the file again or allocating per file. When ``out`` has the file's own (native-endian)
+    dtype and no value transform applies, the bytes go directly into ``out``: one read, one in-place
+    mask, nothing else (the common case for integer series).
     """
     count = info.n_frames * info.rows * info.cols
     dtype = np.dtype(f"{info.byteorder}{'i' if info.signed else 'u'}{info.bits_allocated // 8}")
     need = count * dtype.itemsize
-    raw = memoryview(_scratch("raw", need))[:need]
+    first = slots[0] if len(slots) else 0
+    direct = (
+        out.dtype == dtype
+        and dtype.isnative
+        and not info.invert
+        and all(r == (1.0, 0.0) for r in info.rescale)
+        and list(slots) == list(range(first, first + info.n_frames))  # frames land on consecutive rows
+    )
+    raw = memoryview(out[first : first + info.n_frames]).cast("B") if direct else memoryview(_scratch("raw", need))[:need]
     try:
         with open(path, "rb", buffering=0) as fh:
             fh.seek(info.offset)
@@ -450,28 +535,50 @@ def _decode_native_into(path: str, info: PixelInfo, out: np.ndarray, slots: Sequ
         return Rejected(path, f"unreadable file: {exc}")
     if got < need or (info.length is not None and info.length < need):
         return Rejected(path, f"truncated or corrupt pixel data (native): {got} of {need} bytes present")
-    arr = np.frombuffer(raw, dtype=dtype).reshape(info.n_frames, info.rows, info.cols)
     unused = info.bits_allocated - info.bits_stored
-    if unused > 0:  # as pydicom: mask unsigned, sign-extend signed
+    if direct:
+        if unused > 0:
+            _mask_unused_bits(out[first : first + info.n_frames], info, out[first : first + info.n_frames])
+        return None
+    arr = np.frombuffer(raw, dtype=dtype).reshape(info.n_frames, info.rows, info.cols)
+    if unused > 0:
         tmp = np.frombuffer(_scratch("bits", need), dtype=dtype.newbyteorder("="), count=count).reshape(arr.shape)
-        if info.signed:
-            np.left_shift(arr, unused, out=tmp)
-            np.right_shift(tmp, unused, out=tmp)
-        else:
-            np.bitwise_and(arr, (1 << info.bits_stored) - 1, out=tmp)
+        _mask_unused_bits(arr, info, tmp)
         arr = tmp
     _convert_into(arr, info, out, slots)
     return None
 
 
+def _mask_unused_bits(arr: np.ndarray, info: PixelInfo, out: np.ndarray) -> None:
+    """As pydicom does with bits above BitsStored: mask them (unsigned) or sign-extend (signed)."""
+    unused = info.bits_allocated - info.bits_stored
+    if info.signed:
+        np.left_shift(arr, unused, out=out)
+        np.right_shift(out, unused, out=out)
+    else:
+        np.bitwise_and(arr, (1 << info.bits_stored) - 1, out=out)
+
+
 def _convert_into(arr: np.ndarray, info: PixelInfo, out: np.ndarray, slots: Sequence[int]) -> None:
-    """Stored values -> scanner units in ``out[slots]`` (float32): MONOCHROME1 inverted within the
-    stored range (bright = high signal), then Rescale Slope/Intercept per frame."""
-    bits = info.bits_stored
-    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if info.signed else (0, 2**bits - 1)
+    """Stored values -> scanner units in ``out[slots]``: MONOCHROME1 inverted within the stored range
+    (bright = high signal), then Rescale Slope/Intercept per frame. ``out`` is float32, or an integer
+    dtype that :func:`exact_integer_dtype` chose for these values (integer arithmetic, exact)."""
+    lo, hi = _stored_range(info)
+    integer = out.dtype.kind in "iu"
     for f, slot in enumerate(slots):
         slope, intercept = info.rescale[f] if f < len(info.rescale) else (1.0, 0.0)
         dst = out[slot]
+        if integer:
+            if not info.invert and slope == 1.0 and intercept == 0.0:
+                dst[...] = arr[f]  # in range by construction
+                continue
+            values = arr[f].astype(np.int32)  # room for the transform before narrowing
+            if info.invert:
+                np.subtract(lo + hi, values, out=values)
+            values *= int(slope)
+            values += int(intercept)
+            dst[...] = values
+            continue
         dst[...] = arr[f]
         if info.invert:
             np.subtract(float(lo + hi), dst, out=dst)
@@ -524,6 +631,7 @@ def iter_dicom_series(
     reject: Callable[[str, str], None],
     workers: int | None = None,
     keep_datasets: bool = False,
+    integers: bool = False,
 ) -> Iterator[DicomSeries]:
     """Yield every decodable series among ``paths``; report each unusable file through ``reject``.
 
@@ -532,6 +640,9 @@ def iter_dicom_series(
         reject: called as ``reject(path, reason)`` for each file that contributes no slice.
         workers: processes for reading/decoding (default: the usable cores; 1 = no pool).
         keep_datasets: keep each slice's header Dataset (pixel data removed) on ``DicomSlice.dataset``.
+        integers: give a series whose values are exactly integers of at most 16 bits in the smallest
+            integer dtype that holds them (:func:`exact_integer_dtype`; what the slice store keeps)
+            instead of float32. Same values, half the memory or less, and no float conversion.
 
     Series come out in SeriesInstanceUID order; at most a few series are decoded ahead.
     """
@@ -543,7 +654,7 @@ def iter_dicom_series(
     pool = ProcessPoolExecutor(workers) if parallel else None
     threads = ThreadPoolExecutor(workers) if parallel else None
     try:
-        yield from _run(files, reject, pool, threads, workers, keep_datasets)
+        yield from _run(files, reject, pool, threads, workers, keep_datasets, integers)
     finally:
         for ex in (pool, threads):
             if ex is not None:
@@ -551,7 +662,8 @@ def iter_dicom_series(
 
 
 def _run(files: list[str], reject: Callable[[str, str], None], pool: ProcessPoolExecutor | None,
-         threads: ThreadPoolExecutor | None, workers: int, keep_datasets: bool) -> Iterator[DicomSeries]:
+         threads: ThreadPoolExecutor | None, workers: int, keep_datasets: bool, integers: bool = False
+         ) -> Iterator[DicomSeries]:
     # pass 1
     size = max(1, min(64, len(files) // (4 * workers) or 1))
     if pool is None:
@@ -566,6 +678,9 @@ def _run(files: list[str], reject: Callable[[str, str], None], pool: ProcessPool
         else:
             by_series[item.series_uid].append(item)
     plans = [_plan_series(by_series[uid], reject) for uid in sorted(by_series)]
+    if integers:
+        for plan in plans:
+            plan.dtype = exact_integer_dtype(h.pixel for h in plan.headers) or plan.dtype
 
     # pass 2: decode files in series order, a bounded number of chunks in flight; native files go
     # straight into their series' array, others come back and are copied in; a series is yielded
@@ -582,6 +697,9 @@ def _run(files: list[str], reject: Callable[[str, str], None], pool: ProcessPool
     pending: collections.deque[tuple[Sequence, Future | list]] = collections.deque()
     next_chunk, next_plan = 0, 0
     failed: dict[int, dict[str, Rejected | str]] = collections.defaultdict(dict)
+    # decoded float values that an integer series array cannot hold (a codec gave values beyond
+    # BitsStored): kept aside, and the series becomes float32 once no thread writes into it any more
+    misfits: dict[int, list[tuple[list[int], np.ndarray]]] = collections.defaultdict(list)
     remaining = [len(p.headers) for p in plans]
     while next_plan < len(plans):
         while next_chunk < len(chunks) and len(pending) < 3 * workers:
@@ -589,7 +707,7 @@ def _run(files: list[str], reject: Callable[[str, str], None], pool: ProcessPool
             for i, _ in chunk:
                 if i not in arrays:
                     h0 = plans[i].headers[0]
-                    arrays[i] = np.empty((len(plans[i].slices), h0.rows, h0.cols), dtype=np.float32)
+                    arrays[i] = np.empty((len(plans[i].slices), h0.rows, h0.cols), dtype=plans[i].dtype)
             jobs = [(h, (i, *slots[(i, h.path)])) for i, h in chunk]
             if all(h.pixel is not None and h.pixel.offset is not None for _, h in chunk):
                 job = threads.submit(_decode_job, jobs, arrays) if threads else _decode_job(jobs, arrays)
@@ -607,10 +725,17 @@ def _run(files: list[str], reject: Callable[[str, str], None], pool: ProcessPool
                 elif r is not None:
                     if r.shape != (h.n_frames, h.rows, h.cols):
                         failed[i][h.path] = Rejected(h.path, f"decoded {r.shape}, header says {h.n_frames} frame(s) of {h.rows}x{h.cols}")
+                    elif arrays[i].dtype.kind != "f" and not _fits(r, arrays[i].dtype):
+                        misfits[i].append((slots[(i, h.path)], r))
                     else:
                         arrays[i][slots[(i, h.path)]] = r
         while next_plan < len(plans) and remaining[next_plan] == 0:
-            series = _assemble(plans[next_plan], arrays.pop(next_plan), failed.pop(next_plan, {}), reject)
+            pixels = arrays.pop(next_plan)
+            if next_plan in misfits:
+                pixels = pixels.astype(np.float32)  # exact: the integers stored so far are float32 values
+                for rows, values in misfits.pop(next_plan):
+                    pixels[rows] = values
+            series = _assemble(plans[next_plan], pixels, failed.pop(next_plan, {}), reject)
             next_plan += 1
             if series is not None:
                 yield series
@@ -649,8 +774,8 @@ def read_dicom_series_files(
 def _keep_freed_memory() -> None:
     """Ask glibc to reuse freed series-sized blocks instead of returning them to the OS.
 
-    Why: ingest allocates and frees ~1 GB of 1-30 MB arrays (decode, the store's copies and
-    statistics). By default glibc serves each from fresh mmap pages, and first-touch page faults
+    Why: ingest allocates and frees hundreds of MB of 1-30 MB arrays (series arrays, the store's
+    statistics buffers, the decoders' output). By default glibc serves each from fresh mmap pages, and first-touch page faults
     then dominate (2-3x slower end to end on a 2-core VM, measured). Costs only that the process
     keeps its peak heap; a no-op without glibc.
     """
@@ -673,7 +798,7 @@ def ingest_dicom_files(paths: list[Path], writer: SliceStoreWriter, workers: int
     _keep_freed_memory()
     with ThreadPoolExecutor(1) as background:
         writing: Future | None = None
-        for series in iter_dicom_series(paths, writer.reject, workers):
+        for series in iter_dicom_series(paths, writer.reject, workers, integers=True):
             if writing is not None:
                 writing.result()
             writing = background.submit(writer.add_series, series.to_series_slices())

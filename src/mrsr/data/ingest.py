@@ -16,7 +16,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from mrsr.data.store import SeriesSlices, SliceStoreWriter
+from mrsr.data.store import INTEGER_DTYPES, SeriesSlices, SliceStoreWriter
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -49,7 +49,10 @@ def read_nifti_series(path: Path, root: Path, spacing_known: bool = True) -> Ser
         image = image.slicer[..., 0]
     if len(image.shape) != 3:
         raise ValueError(f"expected a 3-D volume, got shape {image.shape}")
-    volume = np.asarray(image.dataobj, dtype=np.float32)  # applies scl_slope / scl_inter
+    if _unscaled_integers(image):  # the stored integers are the values: keep them (the store's dtype rule)
+        volume = np.asarray(image.dataobj)
+    else:
+        volume = np.asarray(image.dataobj, dtype=np.float32)  # applies scl_slope / scl_inter
     pixels = np.ascontiguousarray(np.transpose(volume, (2, 1, 0)))
     affine = image.affine
     normal = affine[:3, 2] / max(np.linalg.norm(affine[:3, 2]), 1e-12)
@@ -67,6 +70,15 @@ def read_nifti_series(path: Path, root: Path, spacing_known: bool = True) -> Ser
         positions=positions,
         pixel_spacing=(float(zooms[1]), float(zooms[0])) if spacing_known else None,
     )
+
+
+def _unscaled_integers(image: nib.Nifti1Image) -> bool:
+    """Whether the volume holds integers of a dtype the store keeps as they are, with no scaling."""
+    data = image.dataobj
+    if isinstance(data, np.ndarray):  # already in memory (e.g. after slicing a 4-D volume)
+        return data.dtype in INTEGER_DTYPES
+    slope, inter = getattr(data, "slope", None), getattr(data, "inter", None)
+    return image.get_data_dtype() in INTEGER_DTYPES and slope == 1 and inter == 0
 
 
 def ingest_nifti_files(paths: list[Path], root: Path, writer: SliceStoreWriter, spacing_known: bool = True) -> None:

@@ -4,17 +4,29 @@ Layout of a store folder ``DIR``::
 
     DIR/index.csv        one row per kept slice (columns: INDEX_COLUMNS)
     DIR/rejected.csv     one row per rejected input file (path, reason)
-    DIR/slices/KEY.npy   float32 array (n_slices, rows, cols) per series, raw intensities
-                         (Rescale Slope/Intercept applied, MONOCHROME1 inverted), DICOM row/column order
+    DIR/slices/KEY.npy   array (n_slices, rows, cols) per series, raw intensities (Rescale
+                         Slope/Intercept applied, MONOCHROME1 inverted), DICOM row/column order;
+                         dtype uint8/int8/uint16/int16 when every value is an integer that dtype
+                         holds, float32 otherwise (see "dtype" below)
     DIR/ingest.json      counts: series, slices kept, all-zero slices dropped, files rejected
 
 ``index.csv`` rows point into the arrays by ``series_key`` and ``slice_index``; rows of a series are
-ordered along the slice normal. Downstream stages (split, patches, evaluation, report) read only this.
+ordered along the slice normal. Downstream stages (split, patches, evaluation, report) read only this,
+and read the arrays only through :func:`load_series`.
+
+dtype: MR scanners store 8-16-bit integers, and with no or integer Rescale Slope/Intercept the
+scanner values are those integers again. Such series are stored as the smallest of uint8, int8,
+uint16, int16 that holds them (half the bytes of float32 or less: ingest is bound by writing them),
+anything else as float32. :func:`load_series` always returns float32, and the conversion is exact
+(every integer below 2**24 is a float32), so readers get the same values either way. Per-slice
+statistics of integer series are computed exactly (float64 sums of integers); those of float32
+series in float32, as before.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +55,8 @@ INDEX_COLUMNS = [
     "std",
 ]
 REJECTED_COLUMNS = ["path", "reason"]
+# Stored as they are (exact); any other dtype is stored as float32, as before integer storage existed.
+INTEGER_DTYPES = tuple(np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16))
 
 
 def series_key(patient_id: str, description: str, uid: str) -> str:
@@ -60,7 +74,8 @@ class SeriesSlices:
         patient_id: patient identifier.
         series_uid: SeriesInstanceUID (or a stable id for a NIfTI volume).
         description: series description.
-        pixels: float array (n, rows, cols), raw intensities in DICOM row/column order.
+        pixels: array (n, rows, cols), raw intensities in DICOM row/column order: float, or an
+            integer dtype of INTEGER_DTYPES when the values are exactly those integers.
         paths: source file of each slice (length n).
         positions: position of each slice along the normal in mm (length n; NaN when unknown).
         pixel_spacing: (row, col) spacing in mm, or None when unknown.
@@ -97,10 +112,13 @@ class SliceStoreWriter:
 
     def add_series(self, series: SeriesSlices) -> str | None:
         """Store one series; returns its key, or None when every slice was all-zero."""
-        pixels = np.asarray(series.pixels, dtype=np.float32)
+        pixels = storage_array(series.pixels)
         if pixels.ndim != 3:
             raise ValueError(f"series {series.series_uid}: expected (n, rows, cols), got {pixels.shape}")
-        nonzero = np.any(pixels.reshape(len(pixels), -1) != 0, axis=1)
+        flat = pixels.reshape(len(pixels), -1)
+        lows, highs = flat.min(1), flat.max(1)
+        # all-zero <=> min == max == 0 (a NaN slice counts as not zero, as a != 0 test would say)
+        nonzero = (lows != 0) | (highs != 0)
         self.zero_slices_dropped += int((~nonzero).sum())
         if not nonzero.any():
             for p in dict.fromkeys(series.paths):
@@ -114,8 +132,7 @@ class SliceStoreWriter:
             with open(tmp, "wb") as fh:  # a file object: np.save would append ".npy" to a path
                 np.save(fh, kept)
         spacing = series.pixel_spacing or (float("nan"), float("nan"))
-        flat = kept.reshape(len(kept), -1)
-        stats = dict(min=flat.min(1), max=flat.max(1), mean=flat.mean(1), std=flat.std(1))
+        stats = dict(min=lows[nonzero], max=highs[nonzero], **mean_std(kept))
         for i in range(len(kept)):
             self.rows.append(
                 {
@@ -166,5 +183,40 @@ def read_index(store_dir: str | Path) -> pd.DataFrame:
 
 
 def load_series(store_dir: str | Path, key: str, mmap: bool = True) -> np.ndarray:
-    """The (n, rows, cols) float32 array of one series."""
-    return np.load(Path(store_dir) / "slices" / f"{key}.npy", mmap_mode="r" if mmap else None)
+    """The (n, rows, cols) float32 array of one series, whatever dtype it is stored in.
+
+    float32 files are memory-mapped when ``mmap``; integer files are read whole and converted, which
+    is exact (integers of 16 bits or less are float32 values), so every reader sees the same floats.
+    """
+    array = np.load(Path(store_dir) / "slices" / f"{key}.npy", mmap_mode="r" if mmap else None)
+    return array if array.dtype == np.float32 else array.astype(np.float32)
+
+
+def storage_array(pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` as the store keeps them: INTEGER_DTYPES unchanged, anything else as float32."""
+    pixels = np.asarray(pixels)
+    return pixels if pixels.dtype in INTEGER_DTYPES else np.asarray(pixels, dtype=np.float32)
+
+
+def mean_std(stack: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-slice mean and (population) standard deviation of a (n, rows, cols) stack.
+
+    Integer stacks: exact, from float64 sums of the integers (exact below 2**53, which 16-bit slices
+    of up to 2**21 pixels stay under), one slice at a time so the float64 copy stays in cache; about
+    4x faster than float32 reductions over the whole stack. float32 stacks: numpy's float32
+    reductions, unchanged, so float stores keep the statistics they always had.
+    """
+    flat = stack.reshape(len(stack), -1)
+    if flat.dtype.kind == "f":
+        return {"mean": flat.mean(1), "std": flat.std(1)}
+    n = flat.shape[1]
+    mean, std = np.empty(len(flat)), np.empty(len(flat))
+    values, squares_buf = np.empty(n, dtype=np.float64), np.empty(n, dtype=np.float64)
+    for i, row in enumerate(flat):
+        np.copyto(values, row)
+        # no BLAS dot: OpenBLAS threads busy-wait, which costs dearly on a shared 2-core machine
+        np.multiply(values, values, out=squares_buf)
+        total, squares = int(values.sum()), int(squares_buf.sum())
+        mean[i] = total / n  # Python ints: exact numerators, one rounding each
+        std[i] = math.sqrt((n * squares - total * total) / (n * n))
+    return {"mean": mean, "std": std}
