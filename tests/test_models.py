@@ -54,7 +54,7 @@ def _documented_counts() -> dict[str, dict[int, int | None]]:
             header = None
             continue
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if cells[0] == "model" and "x2" in cells:
+        if cells[0] == "model" and "x2" in cells and "published" in cells:
             header = cells
             continue
         if header is None or set(cells[0]) <= {"-"}:
