@@ -31,4 +31,7 @@ def tiny_config(default_config) -> dict:
     cfg["scales"] = [2]
     cfg["train"].update(epochs=2, steps_per_epoch=3, batch_size=8, val_slices=1, threads=1)
     cfg["evaluate"]["max_test_slices"] = 3
+    # Table 3 in miniature: one slice, few passes; bf16 kept (its path and PSNR columns are tested)
+    # but at one pass, since without bfloat16 instructions a pass is slow.
+    cfg["timing"].update(runs=3, warmup=1, slices=1, sizes=["native"], bf16_runs=1, roofline_n=512)
     return cfg

@@ -42,7 +42,7 @@ def test_lint_is_clean_and_dry_run_lists_every_stage(root):
     assert lint.returncode == 0, lint.stdout + lint.stderr
     dry = run([*SNAKEMAKE, "-n", "--forceall", "all"], root)
     assert dry.returncode == 0, dry.stderr
-    for rule in ("ingest", "split", "patches", "train", "evaluate_bicubic", "evaluate_model", "summarize", "report"):
+    for rule in ("ingest", "split", "patches", "train", "evaluate_bicubic", "evaluate_model", "summarize", "timing", "report"):
         assert f"rule {rule}:" in dry.stdout, rule
 
 
@@ -104,6 +104,11 @@ def test_tiny_workflow_end_to_end_and_dvc_up_to_date(root, tmp_path, tiny_config
     assert (sidecar["model"], sidecar["scale"], sidecar["strategy"]) == ("proposed", 2, "multi")
     html = (work / "reports/report.html").read_text()
     assert "Table 2" in html and "data:image/png;base64," in html and "TEST profile" in html
+    assert 'id="table3-data"' in html and 'id="bf16-data"' in html
+    table3 = pd.read_csv(work / "results/timing/table3.csv")
+    assert set(table3["name"]) == {"bicubic_x2", "proposed_multi_x2"}
+    assert set(table3.loc[table3["name"] == "proposed_multi_x2", "dtype"]) == {"fp32", "bf16"}
+    assert (table3["ms_per_slice"] > 0).all() and (table3["roofline_ratio"] > 0).all()
     status = run([sys.executable, "-m", "dvc", "status"], work)
     assert status.returncode == 0 and "up to date" in status.stdout, status.stdout + status.stderr
     # Nothing to do on a second run.

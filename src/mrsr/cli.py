@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("mrsr.report", "render the HTML report"),
     "dvc-commit": ("mrsr.dvcsync", "record the workflow's outputs in dvc.lock"),
     "upscale": ("mrsr.upscale", "super-resolve your own DICOM or NIfTI"),
+    "benchmark": ("mrsr.benchmark", "CPU inference time of one model (JSON with the matmul roofline)"),
+    "timing": ("mrsr.timing", "Table 3: CPU time of every evaluated method and scale on test slices"),
 }
 
 

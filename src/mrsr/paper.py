@@ -26,6 +26,8 @@ TABLE2 = {
 SUMMARY_OURS = {2: (45.46, 0.9914), 3: (37.65, 0.9689), 4: (34.09, 0.9397)}
 
 # Table 3: CPU seconds per image (Xeon E5 v3, 2.4 GHz, 16 threads).
+TABLE3_CPU = ('Intel Xeon "E5-2360 v3" 2.40 GHz x 16, no GPU (no such model exists; the E5-2630 v3, 8 cores / '
+              '16 threads at 2.4 GHz, is the likely one); image size and thread count not stated')
 TABLE3 = {
     "srcnn": {2: 0.23, 3: 0.21, 4: 0.24},
     "fsrcnn": {2: 0.13, 3: 0.08, 4: 0.07},

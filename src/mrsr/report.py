@@ -1,7 +1,8 @@
 """``mrsr report``: one self-contained HTML file (Jinja2; images embedded; works offline).
 
-It shows Table 1 (upsampling strategies) and Table 2 (PSNR/SSIM per method and scale) beside the
-paper's figures with the differences and the gains over bicubic, a Figure-3-style visual
+It shows Table 1 (upsampling strategies), Table 2 (PSNR/SSIM per method and scale) and Table 3 (CPU
+time per slice, from ``mrsr timing``, with the bf16 path) beside the paper's figures with the
+differences and the gains over bicubic, a Figure-3-style visual
 comparison with error maps, training curves, per-image metric distributions, the dataset and split,
 rejected files, the metric recipe, hardware, versions, git revision and configuration.
 """
@@ -31,6 +32,7 @@ from mrsr import paper  # noqa: E402
 from mrsr.config import Job, load_config, training_jobs  # noqa: E402
 from mrsr.io import write_text  # noqa: E402
 from mrsr.metrics import RECIPE  # noqa: E402
+from mrsr.table3 import bf16_rows, size_labels, table3_rows  # noqa: E402
 from mrsr.weights import git_revision  # noqa: E402
 
 LIBRARIES = ["torch", "numpy", "scikit-image", "pandas", "pydicom", "snakemake", "dvc", "jinja2", "safetensors", "nibabel"]
@@ -190,6 +192,9 @@ def render(config: dict[str, Any], root: Path = Path(".")) -> str:
     split = json.loads((root / "data/prepared/split.json").read_text())
     ingest = json.loads((root / "data/prepared/store/ingest.json").read_text())
     rejected = pd.read_csv(root / "data/prepared/store/rejected.csv")
+    timing_csv, machine_json = root / "results/timing/table3.csv", root / "results/timing/machine.json"
+    timing = pd.read_csv(timing_csv, keep_default_na=False, na_values=[""]) if timing_csv.exists() else None
+    machine = json.loads(machine_json.read_text()) if machine_json.exists() else None
     env = jinja2.Environment(loader=jinja2.PackageLoader("mrsr", "templates"), autoescape=jinja2.select_autoescape(),
                              undefined=jinja2.StrictUndefined)
     return env.get_template("report.html.j2").render(
@@ -199,6 +204,8 @@ def render(config: dict[str, Any], root: Path = Path(".")) -> str:
         split=split, ingest=ingest, rejected=rejected.to_dict("records"), recipe=RECIPE.strip(),
         versions=versions(), hardware=hardware(), revision=git_revision(), jobs=[j.name for j in jobs],
         model_init=config.get("model", {}).get("proposed", {}), train=config["train"],
+        table3=table3_rows(timing) if timing is not None else [], table3_sizes=size_labels(timing) if timing is not None else [],
+        bf16=bf16_rows(timing) if timing is not None else [], timing_machine=machine, paper_table3_cpu=paper.TABLE3_CPU,
     )
 
 

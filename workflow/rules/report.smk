@@ -10,6 +10,8 @@ rule report:
         split="data/prepared/split.json",
         ingest=rules.ingest.output.summary,
         rejected=rules.ingest.output.rejected,
+        timing=rules.timing.output.table,
+        machine=rules.timing.output.machine,
     output:
         "reports/report.html",
     params:

@@ -1,0 +1,29 @@
+# Table 3: CPU inference time of every evaluated method and scale on test slices, in one process
+# (one roofline, one thread count). Code: src/mrsr/timing.py, src/mrsr/benchmark.py.
+
+
+rule timing:
+    input:
+        weights=[f"models/{job.name}.safetensors" for job in JOBS],
+        index=rules.ingest.output.index,
+        split=SPLIT,
+    output:
+        table="results/timing/table3.csv",
+        machine="results/timing/machine.json",
+    params:
+        config=CONFIG,
+        store=lambda wc, input: os.path.dirname(input.index),
+        timing=config.get("timing", {}),
+        # timing.threads: 0 = the cores Snakemake granted (all of them: the job runs alone, so
+        # nothing else competes for the CPU while it measures).
+        threads=lambda wc, threads: config.get("timing", {}).get("threads") or cpu_threads(wc, threads),
+    threads: workflow.cores
+    log:
+        "logs/timing.log",
+    benchmark:
+        "benchmarks/timing.tsv"
+    conda:
+        "../envs/mrsr.yaml"
+    shell:
+        "mrsr timing --config {params.config} --store {params.store} --split {input.split} --threads {params.threads}"
+        " --out {output.table} --machine {output.machine} {input.weights} > {log} 2>&1"
