@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(asdict(result)), flush=True)
         else:
             print(f"{result.job:22s} {result.samples_per_s:10.1f} samples/s  {result.achieved_tflops:8.3f} TFLOP/s"
-                  f"  MFU {100 * result.mfu:5.1f}% of {result.peak_tflops:.1f} ({result.peak_source})"
+                  f"  MFU {100 * result.mfu:5.1f}% of {result.peak_tflops:.3g} TFLOP/s ({result.peak_source})"
                   f"  paper epoch {result.paper_epoch_s:8.1f} s  100 epochs {result.paper_100_epochs_min:7.1f} min",
                   flush=True)
     return 0
