@@ -2,6 +2,7 @@
 import os
 
 import yaml
+from snakemake.exceptions import WorkflowError
 
 from mrsr.config import Job, job_train_settings, training_jobs
 
@@ -20,6 +21,16 @@ if not os.path.exists(CONFIG) or open(CONFIG).read() != _text:
     with open(f"{CONFIG}.tmp", "w") as fh:
         fh.write(_text)
     os.replace(f"{CONFIG}.tmp", CONFIG)
+
+
+def whole_machine():
+    """Threads of the jobs that want every core (train, evaluate_model, timing): all that Snakemake
+    was given with --cores. A dry run without --cores (``snakemake -n all``) gives none, and some
+    Snakemake 9 releases then refuse ``workflow.cores``; this machine's core count stands in."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return os.cpu_count() or 1
 
 
 def cpu_threads(wildcards, threads):

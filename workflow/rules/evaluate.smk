@@ -42,7 +42,7 @@ rule evaluate_model:
         evaluate=config["evaluate"],
         model=lambda wc: wc.job.split("_")[0],
         threads=cpu_threads,
-    threads: workflow.cores
+    threads: whole_machine()
     log:
         "logs/evaluate/{job}_x{scale}.log",
     benchmark:

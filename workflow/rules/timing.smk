@@ -17,7 +17,7 @@ rule timing:
         # timing.threads: 0 = the cores Snakemake granted (all of them: the job runs alone, so
         # nothing else competes for the CPU while it measures).
         threads=lambda wc, threads: config.get("timing", {}).get("threads") or cpu_threads(wc, threads),
-    threads: workflow.cores
+    threads: whole_machine()
     log:
         "logs/timing.log",
     benchmark:

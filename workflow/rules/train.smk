@@ -17,7 +17,7 @@ rule train:
         train=lambda wc: job_train_settings(config, Job.from_name(f"{wc.job}_x{wc.scale}")),
         model=lambda wc: config["model"].get(wc.job.split("_")[0], {}),
         threads=cpu_threads,
-    threads: workflow.cores
+    threads: whole_machine()
     resources:
         gpu=1,
         runtime=lambda wc: 60 if config["profile"] == "paper" else 30,
