@@ -26,6 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import scipy.stats  # noqa: E402
 import yaml  # noqa: E402
 
 from mrsr import paper  # noqa: E402
@@ -53,13 +54,45 @@ def bootstrap_diff(a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0) -
     return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def paired_comparison(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, Any]:
+    """PSNR of ``a`` against ``b`` on the slices both have: bootstrap interval and Wilcoxon test.
+
+    Args:
+        a, b: per-image frames with ``slice_id`` and ``psnr``.
+
+    Returns:
+        ``ci`` (mean difference a - b, 95 % bootstrap low, high), ``p`` (two-sided Wilcoxon
+        signed-rank p-value; None when every difference is zero or fewer than 6 slices pair up,
+        below which the test cannot reach 5 %) and ``n`` (paired slices).
+    """
+    merged = a.merge(b, on="slice_id", suffixes=("", "_b"))
+    diff = (merged["psnr"] - merged["psnr_b"]).to_numpy(float)
+    p = None
+    if len(diff) >= 6 and np.any(diff != 0):
+        p = float(scipy.stats.wilcoxon(diff).pvalue)
+    return {"ci": bootstrap_diff(merged["psnr"], merged["psnr_b"]), "p": p, "n": len(diff)}
+
+
+def best_baseline(at: pd.DataFrame) -> str | None:
+    """The competing method with the highest mean PSNR at one scale (bicubic included, ours not)."""
+    rivals = at[[m != "proposed" for m in at.index]]
+    return str(rivals["psnr"].idxmax()) if len(rivals) else None
+
+
 def table2_rows(summary: pd.DataFrame, per_image: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
-    """One row per (method, scale) with ours, the paper's, differences and gains over bicubic."""
+    """One row per (method, scale): ours, the paper's, differences, gains over bicubic and the best baseline.
+
+    Each method's gain over bicubic has a paired bootstrap interval (``ci``); each method other than
+    the best baseline of its scale is compared with it slice by slice (``vs_best``: bootstrap interval
+    and Wilcoxon signed-rank p-value).
+    """
     rows = []
     ours = summary[(summary["method"] != "proposed") | (summary["strategy"] == "multi")]
     for scale in sorted(ours["scale"].unique()):
         at = ours[ours["scale"] == scale].set_index("method")
         bic = at.loc["bicubic"] if "bicubic" in at.index else None
+        best = best_baseline(at)
+        best_images = per_image.get(Job(best, None, int(scale)).name) if best else None
         for method in paper.METHOD_ORDER:
             if method not in at.index:
                 continue
@@ -70,14 +103,17 @@ def table2_rows(summary: pd.DataFrame, per_image: dict[str, pd.DataFrame]) -> li
                    "ssim": r["ssim"], "psnr_std": r["psnr_std"], "psnr_fg": r["psnr_fg"], "n": int(r["n_images"]),
                    "paper_psnr": pub[0] if pub else None, "paper_ssim": pub[1] if pub else None}
             row["diff_psnr"] = r["psnr"] - pub[0] if pub else None
+            own = per_image.get(Job(method, "multi" if method == "proposed" else None, int(scale)).name)
+            row["best_baseline"] = paper.DISPLAY_NAMES.get(best, best) if best else None
+            row["is_best_baseline"] = method == best
+            if method != best and own is not None and best_images is not None:
+                row["vs_best"] = paired_comparison(own, best_images)
             if bic is not None and method != "bicubic":
                 row["gain"] = r["psnr"] - bic["psnr"]
                 row["paper_gain"] = pub[0] - pub_bic[0] if pub and pub_bic else None
-                ours_name = Job(method, "multi" if method == "proposed" else None, int(scale)).name
-                a, b = per_image.get(ours_name), per_image.get(Job("bicubic", None, int(scale)).name)
-                if a is not None and b is not None:
-                    merged = a.merge(b, on="slice_id", suffixes=("", "_b"))
-                    row["ci"] = bootstrap_diff(merged["psnr"], merged["psnr_b"])
+                bic_images = per_image.get(Job("bicubic", None, int(scale)).name)
+                if own is not None and bic_images is not None:
+                    row["ci"] = paired_comparison(own, bic_images)["ci"]
             rows.append(row)
     return rows
 
