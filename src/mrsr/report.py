@@ -159,12 +159,16 @@ def training_curves(histories: dict[str, pd.DataFrame]) -> str | None:
     if not histories:
         return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for name, hist in histories.items():
-        ax1.plot(hist["epoch"], hist["loss"], marker=".", label=name)
-        ax2.plot(hist["epoch"], hist["val_psnr"], marker=".", label=name)
+    # tab20: 18 jobs need more distinct colours than the default cycle's 10.
+    colours = plt.get_cmap("tab20").colors
+    for i, (name, hist) in enumerate(histories.items()):
+        style = {"marker": ".", "label": name, "color": colours[i % len(colours)]}
+        ax1.plot(hist["epoch"], hist["loss"], **style)
+        ax2.plot(hist["epoch"], hist["val_psnr"], **style)
     ax1.set(xlabel="epoch", ylabel="training loss", yscale="log")
     ax2.set(xlabel="epoch", ylabel="validation PSNR (dB)")
-    ax2.legend(fontsize=7)
+    # Beside the plots, not over the curves.
+    ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), ncol=1 if len(histories) <= 12 else 2)
     fig.tight_layout()
     return png_data_uri(fig)
 
