@@ -448,3 +448,15 @@ def test_help_documents_exit_status(capsys):
     with pytest.raises(SystemExit):
         main(["upscale", "--help"])
     assert "2 when any input was skipped" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_bfloat16_instructions_warns(tmp_path, weights, capsys, monkeypatch, native):
+    from mrsr import benchmark
+
+    monkeypatch.setattr(benchmark, "cpu_info", lambda: {"bf16_native": native})
+    src = make_series(tmp_path / "in", n=1, rle=())
+    assert run_cli("--model", weights, "--bf16", "--out", tmp_path / "out", *src) == 0
+    err = capsys.readouterr().err
+    assert ("without bfloat16 instructions" in err) is not native
+    assert list((tmp_path / "out").rglob("*.dcm"))  # a warning, not a refusal

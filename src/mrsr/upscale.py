@@ -185,6 +185,12 @@ def run(args: argparse.Namespace) -> int:
         print("error: --device cuda asked, but CUDA is not available here (no GPU or a CPU-only "
               "PyTorch build); use --device cpu.", file=sys.stderr)
         return EXIT_SKIPPED
+    if args.bf16 and args.device == "cpu":
+        from mrsr.benchmark import cpu_info
+
+        if not cpu_info()["bf16_native"]:
+            print("warning: --bf16 on a CPU without bfloat16 instructions (AMX, AVX-512 BF16): emulated, about "
+                  "10 times slower than float32 here (docs/benchmarks.md); leave --bf16 out.", file=sys.stderr)
     try:
         upscaler = Upscaler(model, args.device, args.tile, args.overlap, args.bf16)
     except ValueError as exc:
