@@ -139,6 +139,20 @@ def matmul_gflops(n: int = 2048, runs: int = 5) -> dict[str, float]:
             "roofline_other_load_cores": load.cores}
 
 
+def burn_in(seconds: float = 2.0, n: int = 1024) -> None:
+    """Keep every thread busy with matrix products for ``seconds`` before anything is measured.
+
+    A process's first seconds of work ran markedly slower than its later ones here (the roofline
+    measured first in a run came out at 76-102 GFLOP/s, later ones at 170-183 on the same idle VM):
+    thread pools, page faults and the host's clock take that long to settle.
+    """
+    a = torch.randn(n, n)
+    end = time.perf_counter() + seconds
+    with torch.inference_mode():
+        while time.perf_counter() < end:
+            torch.mm(a, a)
+
+
 def roofline_of_run(before: dict[str, float], after: dict[str, float]) -> float:
     """The roofline of a run from measurements before and after its models: the larger.
 
@@ -311,6 +325,7 @@ def run(args: argparse.Namespace) -> int:
 
         reference = prepare(copy.deepcopy(model), "fp32")
     model = prepare(model, args.dtype)
+    burn_in()
     before = matmul_gflops(args.roofline_n)
     result: dict[str, Any] = {"model": args.model, "strategy": strategy, "scale": args.scale, "size": args.size,
                               "threads": threads, "dtype": args.dtype, "runs": args.runs, "warmup": args.warmup,

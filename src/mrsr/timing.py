@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mrsr.benchmark import (FLOP_METHOD, bf16_psnr, count_flops, cpu_info, matmul_gflops, measure, prepare,
+from mrsr.benchmark import (FLOP_METHOD, bf16_psnr, burn_in, count_flops, cpu_info, matmul_gflops, measure, prepare,
                             resolve_threads, roofline_of_run, to_input)
 from mrsr.config import Job, border_pixels, load_config
 from mrsr.data.patches import degrade
@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     split = pd.read_csv(args.split, dtype={"patient_id": str, "series_key": str})
     rows = select_test_rows(args.store, split, tcfg["slices"])
     by_size = slices_by_size([hr for _, hr in test_slices(args.store, split, rows)], tcfg["sizes"])
+    burn_in()
     before = matmul_gflops(tcfg["roofline_n"])
     methods: list[tuple[str, SuperResolver, int]] = [(f"bicubic_x{s}", build_model("bicubic", s), s)
                                                      for s in config["scales"]]
