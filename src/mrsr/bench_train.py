@@ -28,6 +28,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mrsr.config import Job, job_train_settings, load_config, model_options, training_jobs
+from mrsr.data.patches import hr_patch_size
 from mrsr.models import build_model
 from mrsr.train import FastPath, TrainConfig, make_optimizer, make_train_step, pick_device
 
@@ -129,7 +130,7 @@ def benchmark_job(job: Job, config: dict[str, Any], steps: int, warmup: int,
         model = model.to(memory_format=torch.channels_last)
     patch = config["patches"][f"x{job.scale}"]
     lr_size = patch["lr_size"]
-    hr_size = (lr_size - 1) * job.scale + 1
+    hr_size = hr_patch_size(lr_size, job.scale)
     # A pool of patches resident on the device, indexed per batch exactly as in training.
     pool = max(8 * cfg.batch_size, 1024)
     lr_all = torch.rand(pool, 1, lr_size, lr_size, device=device)

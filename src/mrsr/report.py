@@ -233,7 +233,9 @@ def render(config: dict[str, Any], root: Path = Path(".")) -> str:
     ingest = json.loads((root / "data/prepared/store/ingest.json").read_text())
     rejected = pd.read_csv(root / "data/prepared/store/rejected.csv")
     timing_csv, machine_json = root / "results/timing/table3.csv", root / "results/timing/machine.json"
-    timing = pd.read_csv(timing_csv, keep_default_na=False, na_values=[""]) if timing_csv.exists() else None
+    # No timing results (a report rendered before the timing rule ran): Table 3 says so.
+    timing = (pd.read_csv(timing_csv, keep_default_na=False, na_values=[""]) if timing_csv.exists()
+              else pd.DataFrame(columns=["name", "method", "strategy", "scale", "size", "hr_shape", "dtype", "timed_as"]))
     machine = json.loads(machine_json.read_text()) if machine_json.exists() else None
     env = jinja2.Environment(loader=jinja2.PackageLoader("mrsr", "templates"), autoescape=jinja2.select_autoescape(),
                              undefined=jinja2.StrictUndefined)
@@ -244,8 +246,8 @@ def render(config: dict[str, Any], root: Path = Path(".")) -> str:
         split=split, ingest=ingest, rejected=rejected.to_dict("records"), recipe=RECIPE.strip(),
         versions=versions(), hardware=hardware(), revision=git_revision(), jobs=[j.name for j in jobs],
         model_init=config.get("model", {}).get("proposed", {}), train=config["train"],
-        table3=table3_rows(timing) if timing is not None else [], table3_sizes=size_labels(timing) if timing is not None else [],
-        bf16=bf16_rows(timing) if timing is not None else [], timing_machine=machine, paper_table3_cpu=paper.TABLE3_CPU,
+        table3=table3_rows(timing), table3_sizes=size_labels(timing), bf16=bf16_rows(timing),
+        timing_machine=machine, paper_table3_cpu=paper.TABLE3_CPU,
     )
 
 
