@@ -3,11 +3,18 @@
 # Run: snakemake --cores 8 all   (the paper's protocol: add --configfile config/paper.yaml)
 import os
 
-from mrsr.config import ConfigError, validate_config
+from mrsr.config import ConfigError, profile_file, validate_config
 
-configfile: "config.yaml"
+# A profile is a complete statement of a run, and the file every job reads. Snakemake deep-merges
+# --configfile over a workflow's `configfile:`, which would let quick-only keys of config.yaml leak
+# into config/paper.yaml's jobs; so config.yaml is read only when no --configfile is given, and
+# what would make `config` differ from the one profile file (several --configfile, --config
+# key=value) is refused.
+if not workflow.overwrite_configfiles:
+    configfile: "config.yaml"
 
 try:
+    PROFILE_FILE = profile_file(workflow.overwrite_configfiles, workflow.config_settings.config, config)
     validate_config(config, base_dir=workflow.basedir)
 except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}")
@@ -22,12 +29,13 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        "reports/report.html",
-        "results/metrics/summary.csv",
+        REPORT,
+        rules.summarize.output.summary,
 
 
 onsuccess:
-    # Record the outputs in dvc.lock so `dvc status` agrees with what Snakemake built. Skipped when
-    # DVC itself runs this workflow (`dvc repro` records them), and in dry runs.
+    # Record in dvc.lock the stages this run left up to date, when this profile is the one dvc.yaml
+    # describes. Skipped when DVC itself runs this workflow (`dvc repro` records them), in dry runs,
+    # and with MRSR_NO_DVC_COMMIT set.
     if not os.environ.get("DVC_STAGE") and not os.environ.get("MRSR_NO_DVC_COMMIT") and os.path.isdir(".dvc"):
-        shell("mrsr dvc-commit")
+        shell("mrsr dvc-commit --profile {PROFILE}")

@@ -13,6 +13,7 @@ import pandas as pd
 from mrsr.config import Job, training_jobs
 from mrsr.data.patches import degrade
 from mrsr.data.resize import upscale
+from mrsr.report import ReportInputs
 
 
 def phantom(size: int = 64) -> np.ndarray:
@@ -51,8 +52,8 @@ def timing_frame(names: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def build_results(root: Path, config: dict) -> None:
-    """Write every input ``mrsr.report.render(config, root)`` reads."""
+def build_results(root: Path, config: dict) -> ReportInputs:
+    """Write every input of ``mrsr.report.render`` under ``root``; return them as the report rule passes them."""
     rng = np.random.default_rng(0)
     jobs = training_jobs(config)
     names = [f"bicubic_x{s}" for s in config["scales"]] + [j.name for j in jobs]
@@ -91,3 +92,11 @@ def build_results(root: Path, config: dict) -> None:
         "flop_method": "FlopCounterMode", "roofline_gflops": 150.0, "roofline_before": {"roofline_gflops": 151.0, "roofline_n": 2048},
         "roofline_after": {"roofline_gflops": 149.0, "roofline_n": 2048}, "date": "2026-11-24",
         "timing": {"runs": 10, "warmup": 1}, "test_slices": ["s0", "s3"]}))
+    return ReportInputs(
+        summary=root / "results/metrics/summary.csv",
+        per_image=[root / f"results/metrics/per_image/{n}.csv" for n in names],
+        examples=[root / f"results/examples/{n}.npz" for n in names],
+        histories=[root / f"models/{j.name}.history.csv" for j in jobs],
+        split=root / "data/prepared/split.json", ingest=root / "data/prepared/store/ingest.json",
+        rejected=root / "data/prepared/store/rejected.csv", timing=root / "results/timing/table3.csv",
+        machine=root / "results/timing/machine.json")

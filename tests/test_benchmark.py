@@ -142,7 +142,7 @@ def test_time_method_reuses_identical_sizes_and_measures_bf16():
 
 def test_timing_csv_renders_table3(tmp_path, default_config):
     config = report_config(default_config)
-    build_results(tmp_path, config)
+    inputs = build_results(tmp_path, config)
     rows = table3_rows(pd.read_csv(tmp_path / "results/timing/table3.csv", keep_default_na=False, na_values=[""]))
     assert [(r["method"], r["scale"]) for r in rows] == [
         ("Bicubic", 2), ("SRCNN", 2), ("Ours", 2), ("Bicubic", 3), ("SRCNN", 3), ("Ours", 3)]
@@ -150,7 +150,7 @@ def test_timing_csv_renders_table3(tmp_path, default_config):
     assert ours["paper_s"] == 1.02 and ours["times"]["256"]["median"] == pytest.approx(0.25)
     assert ours["vs_paper"] == pytest.approx(0.25 / 1.02)
     assert [r["name"] for r in bf16_rows(timing_frame(["proposed_multi_x2"]))] == ["proposed_multi_x2"]  # 256 = native
-    html = render(config, tmp_path)
+    html = render(config, inputs)
     assert 'id="table3-data"' in html and "Test CPU" in html and 'id="bf16-data"' in html
     assert "0.25 [0.237, 0.275]" in html  # Ours x2: median [quartiles] in seconds
     assert "1.02" in html and "6.00x" not in html and "0.17x" in html  # paper's figure; bf16 slower, honestly

@@ -48,9 +48,9 @@ class Links(HTMLParser):
 def report(tmp_path_factory, default_config) -> Path:
     root = tmp_path_factory.mktemp("report")
     config = report_config(default_config)
-    build_results(root, config)
+    inputs = build_results(root, config)
     path = root / "report.html"
-    path.write_text(render(config, root), encoding="utf-8")
+    path.write_text(render(config, inputs), encoding="utf-8")
     return path
 
 

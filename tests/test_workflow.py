@@ -33,8 +33,18 @@ def under(path: str, folders: list[str]) -> bool:
     return any(path == f or path.startswith(f.rstrip("/") + "/") for f in folders)
 
 
-def out_paths(stage: dict) -> list[str]:
-    return [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", [])]
+def dvc_stages(root: Path) -> dict:
+    """dvc.yaml's stages as DVC itself resolves them (its vars substituted): name -> Stage."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return {stage.name: stage for stage in repo.index.stages}
+
+
+# Snakemake rule -> the step of src/mrsr/provenance.py whose code it runs (None: runs no package code).
+RULE_STEP = {"download_tcia": "ingest", "ingest": "ingest", "split": "split", "patches": "patches", "train": "train",
+             "evaluate_bicubic": "evaluate", "evaluate_model": "evaluate", "summarize": "evaluate",
+             "timing": "timing", "report": "report", "effective_config": None}
 
 
 def test_lint_is_clean_and_dry_run_lists_every_stage(root):
@@ -47,29 +57,35 @@ def test_lint_is_clean_and_dry_run_lists_every_stage(root):
 
 
 def test_dvc_stages_agree_with_the_snakemake_dag(root):
-    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    from mrsr.provenance import STEP_SOURCES
+
+    stages = dvc_stages(root)
     seen: dict[str, str] = {}
     stage_outs: dict[str, list[str]] = {}
     for name, stage in stages.items():
-        target = stage["cmd"].split()[-1]
-        assert stage["cmd"].startswith("snakemake "), name
+        target = stage.cmd.split()[-1]
+        assert stage.cmd.startswith("snakemake "), name
         files = produced_files(root, target)
         own = {f: r for f, r in files.items() if f not in seen}
         assert own, f"stage {name}: target {target} builds nothing new"
-        outs = out_paths(stage)
+        outs = [str(o) for o in stage.outs]
+        # persist: DVC must not delete the outputs of jobs Snakemake will not rerun.
+        assert all(o.persist for o in stage.outs), f"stage {name}: every out must persist"
         for path in own:
-            assert under(path, outs) or path.startswith("results/metrics/headline.json"), (
-                f"stage {name}: Snakemake builds {path} outside the stage's outs {outs}"
-            )
+            assert under(path, outs), f"stage {name}: Snakemake builds {path} outside the stage's outs {outs}"
         for out in outs:
             assert any(under(p, [out]) for p in own), f"stage {name}: out {out} is built by no rule of {target}"
+        deps = [str(d) for d in stage.deps]
         # Every earlier stage this stage's target builds on is among its dependencies.
-        deps = stage.get("deps", [])
         for upstream, ups_outs in stage_outs.items():
             if any(under(path, ups_outs) for path in files if path in seen):
                 assert any(under(d, ups_outs) or any(under(o, [d]) for o in ups_outs) for d in deps), (
                     f"stage {name}: builds on stage {upstream} ({ups_outs}) without a dependency on it"
                 )
+        # Its code deps are exactly the package sources its rules run (what Snakemake's code params hash).
+        steps = {RULE_STEP[r] for r in own.values()} - {None}
+        sources = {f"src/mrsr/{p}" for step in steps for p in STEP_SOURCES[step]}
+        assert {d for d in deps if d.startswith("src/")} == sources, f"stage {name}: code deps differ from {sorted(sources)}"
         stage_outs[name] = outs
         seen.update(own)
     assert set(produced_files(root, "all")) == set(seen)
@@ -78,7 +94,7 @@ def test_dvc_stages_agree_with_the_snakemake_dag(root):
 def copy_workflow(root: Path, work: Path, config: dict) -> None:
     """A minimal checkout of the workflow in ``work`` (its own git repo, for DVC) using ``config``."""
     work.mkdir(parents=True)
-    for item in ("Snakefile", "workflow", "dvc.yaml", "src", ".dvc", ".dvcignore"):
+    for item in ("Snakefile", "workflow", "profiles", "dvc.yaml", "src", ".dvc", ".dvcignore"):
         src = root / item
         if src.is_dir():
             shutil.copytree(src, work / item, ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__"))
@@ -87,6 +103,9 @@ def copy_workflow(root: Path, work: Path, config: dict) -> None:
     (work / "data").mkdir()
     shutil.copytree(root / "data" / "btp-sample", work / "data" / "btp-sample")
     (work / "config.yaml").write_text(yaml.safe_dump(config))
+    # dvc.yaml tracks the profile named in its vars: the one this copy's config.yaml runs.
+    dvc_yaml = (work / "dvc.yaml").read_text()
+    (work / "dvc.yaml").write_text(dvc_yaml.replace("  - profile: quick\n", f"  - profile: {config['profile']}\n"))
     assert run(["git", "init", "-q"], work).returncode == 0
 
 
@@ -96,16 +115,16 @@ def test_tiny_workflow_end_to_end_and_dvc_up_to_date(root, tmp_path, tiny_config
     copy_workflow(root, work, tiny_config)
     result = run([*SNAKEMAKE, "--cores", "2", "all"], work, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = pd.read_csv(work / "results/metrics/summary.csv", keep_default_na=False)
+    summary = pd.read_csv(work / "results/test/metrics/summary.csv", keep_default_na=False)
     assert list(summary.columns[:6]) == ["method", "strategy", "scale", "psnr", "ssim", "n_images"]
     assert set(zip(summary["method"], summary["strategy"])) == {("bicubic", ""), ("proposed", "multi")}
     assert (summary["n_images"] == 3).all() and summary["psnr"].between(15, 80).all()
-    sidecar = yaml.safe_load((work / "models/proposed_multi_x2.json").read_text())
+    sidecar = yaml.safe_load((work / "models/test/proposed_multi_x2.json").read_text())
     assert (sidecar["model"], sidecar["scale"], sidecar["strategy"]) == ("proposed", 2, "multi")
-    html = (work / "reports/report.html").read_text()
+    html = (work / "reports/test/report.html").read_text()
     assert "Table 2" in html and "data:image/png;base64," in html and "TEST profile" in html
     assert 'id="table3-data"' in html and 'id="bf16-data"' in html
-    table3 = pd.read_csv(work / "results/timing/table3.csv")
+    table3 = pd.read_csv(work / "results/test/timing/table3.csv")
     assert set(table3["name"]) == {"bicubic_x2", "proposed_multi_x2"}
     assert set(table3.loc[table3["name"] == "proposed_multi_x2", "dtype"]) == {"fp32", "bf16"}
     assert (table3["ms_per_slice"] > 0).all() and (table3["roofline_ratio"] > 0).all()
@@ -139,12 +158,12 @@ def test_workflow_on_a_local_dicom_folder_runs_to_the_report(root, tmp_path, tin
     copy_workflow(root, work, tiny_config)
     result = run([*SNAKEMAKE, "--cores", "2", "all"], work, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    index = pd.read_csv(work / "data/prepared/store/index.csv")
+    index = pd.read_csv(work / "data/prepared/test/store/index.csv")
     assert index["series_uid"].nunique() == 4 and len(index) == 20
     assert (index["pixel_spacing_row"] == 0.9).all()
-    rejected = pd.read_csv(work / "data/prepared/store/rejected.csv")
+    rejected = pd.read_csv(work / "data/prepared/test/store/rejected.csv")
     assert rejected["path"].str.endswith("notes.bin").tolist() == [True]
-    html = (work / "reports/report.html").read_text()
+    html = (work / "reports/test/report.html").read_text()
     assert "notes.bin" in html and "Table 2" in html
-    summary = pd.read_csv(work / "results/metrics/summary.csv", keep_default_na=False)
+    summary = pd.read_csv(work / "results/test/metrics/summary.csv", keep_default_na=False)
     assert set(summary["method"]) == {"bicubic", "proposed"}

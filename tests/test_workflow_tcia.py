@@ -46,14 +46,14 @@ def test_tcia_source_downloads_verifies_ingests_and_a_rerun_skips_verified_serie
         assert "CC BY 3.0" in (raw / "LICENSE.txt").read_text()
         assert "10.7937/K9/TCIA.2018.15quzvnb" in (raw / "CITATION.md").read_text()
 
-        store = work / "data" / "prepared" / "store"
+        store = work / "data" / "prepared" / "test" / "store"
         index = pd.read_csv(store / "index.csv", dtype={"series_uid": str, "patient_id": str})
         assert sorted(index.series_uid.unique()) == sorted(s.uid for s in wanted) and len(index) == 3 * len(wanted)
         assert set(index.patient_id) == {s.patient_id for s in wanted}
         assert pd.read_csv(store / "rejected.csv").empty  # licence, citation and manifest are not taken for images
-        split = pd.read_csv(work / "data" / "prepared" / "split.csv")
+        split = pd.read_csv(work / "data" / "prepared" / "test" / "split.csv")
         assert sorted(split.series_key) == sorted(index.series_key.unique())
-        assert (work / "data" / "prepared" / "patches" / "x2.npz").stat().st_size > 0
+        assert (work / "data" / "prepared" / "test" / "patches" / "x2.npz").stat().st_size > 0
 
         # Forcing the download step again (as a config change would) fetches no image: every series
         # is verified already, and Snakemake deleted only the rule's output, not manifest.json.

@@ -7,6 +7,8 @@ symlink). Errors name the offending key or file, so a run stops at once with som
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,11 +75,48 @@ def validate_config(config: dict[str, Any], base_dir: str | Path | None = None) 
     return config
 
 
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 hex digest of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def profile_file(configfiles: list[Path], overrides: dict[str, Any], config: dict[str, Any]) -> str:
+    """The one file that states a Snakemake run's configuration, which every job then reads.
+
+    Args:
+        configfiles: the run's ``--configfile`` paths (empty: config.yaml, the default profile).
+        overrides: the run's ``--config key=value`` settings.
+        config: the configuration Snakemake built from them.
+
+    Raises:
+        ConfigError: several profile files or command-line overrides (a profile is a complete
+            statement: write one file), or ``config`` differs from the file.
+    """
+    if overrides:
+        raise ConfigError(f"--config {' '.join(sorted(overrides))}=...: a profile is one complete file; copy "
+                          "config.yaml, edit it and pass it with --configfile instead")
+    if len(configfiles) > 1:
+        raise ConfigError(f"--configfile {' '.join(map(str, configfiles))}: give one profile file (a complete "
+                          "configuration), not several to merge")
+    path = str(configfiles[0]) if configfiles else "config.yaml"
+    if yaml.safe_load(Path(path).read_text(encoding="utf-8")) != config:
+        raise ConfigError(f"config file {path}: Snakemake's configuration differs from the file")
+    return os.path.relpath(path) if Path(path).is_absolute() and Path(path).is_relative_to(Path.cwd()) else path
+
+
 def load_config(path: str | Path, base_dir: str | Path | None = None) -> dict[str, Any]:
-    """Read and validate a YAML config file (folders it names are checked when ``base_dir`` is given)."""
+    """Read and validate a YAML config file (folders it names are checked when ``base_dir`` is given).
+
+    In a workflow job, MRSR_CONFIG_SHA256 holds the digest of the profile file when the run was
+    planned; a file edited since then is refused, so a job never runs on settings other than
+    those Snakemake compared when it decided to run it.
+    """
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
+    expected = os.environ.get("MRSR_CONFIG_SHA256")
+    if expected and file_sha256(path) != expected:
+        raise ConfigError(f"config file {path} changed after this workflow run was planned; run snakemake again")
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

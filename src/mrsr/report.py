@@ -15,6 +15,7 @@ import io
 import json
 import os
 import platform
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ import yaml  # noqa: E402
 
 from mrsr import paper  # noqa: E402
 from mrsr.config import Job, load_config, training_jobs  # noqa: E402
-from mrsr.io import write_text  # noqa: E402
+from mrsr.io import write_bytes, write_text  # noqa: E402
 from mrsr.metrics import RECIPE  # noqa: E402
 from mrsr.table3 import bf16_rows, size_labels, table3_rows  # noqa: E402
 from mrsr.weights import git_revision  # noqa: E402
@@ -39,11 +40,26 @@ from mrsr.weights import git_revision  # noqa: E402
 LIBRARIES = ["torch", "numpy", "scikit-image", "pandas", "pydicom", "snakemake", "dvc", "jinja2", "safetensors", "nibabel"]
 
 
+def png_bytes_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
 def png_data_uri(fig: plt.Figure) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return png_bytes_uri(buf.getvalue())
+
+
+def empty_png(message: str) -> bytes:
+    """A small PNG that says why there is no figure (the workflow's figure outputs always exist)."""
+    fig, ax = plt.subplots(figsize=(4, 1))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def bootstrap_diff(a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -155,22 +171,32 @@ def figure3(examples: dict[str, dict[str, np.ndarray]]) -> str | None:
     return png_data_uri(fig)
 
 
-def training_curves(histories: dict[str, pd.DataFrame]) -> str | None:
+def history_figure(histories: dict[str, pd.DataFrame], column: str, ylabel: str, log: bool = False) -> bytes | None:
+    """PNG of one history column (``loss`` or ``val_psnr``) per epoch for every job, or None without histories.
+
+    Loss (about 1e-3) and PSNR (about 36 dB) get a figure each: on one axis either would be flat.
+    """
     if not histories:
         return None
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
     # tab20: 18 jobs need more distinct colours than the default cycle's 10.
     colours = plt.get_cmap("tab20").colors
     for i, (name, hist) in enumerate(histories.items()):
-        style = {"marker": ".", "label": name, "color": colours[i % len(colours)]}
-        ax1.plot(hist["epoch"], hist["loss"], **style)
-        ax2.plot(hist["epoch"], hist["val_psnr"], **style)
-    ax1.set(xlabel="epoch", ylabel="training loss", yscale="log")
-    ax2.set(xlabel="epoch", ylabel="validation PSNR (dB)")
-    # Beside the plots, not over the curves.
-    ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), ncol=1 if len(histories) <= 12 else 2)
+        ax.plot(hist["epoch"], hist[column], marker=".", label=name, color=colours[i % len(colours)])
+    ax.set(xlabel="epoch", ylabel=ylabel, yscale="log" if log else "linear")
+    # Beside the plot, not over the curves.
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), ncol=1 if len(histories) <= 12 else 2)
     fig.tight_layout()
-    return png_data_uri(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def training_curves(histories: dict[str, pd.DataFrame]) -> dict[str, bytes | None]:
+    """The two training-curve figures as PNG bytes: ``loss`` and ``val_psnr``."""
+    return {"loss": history_figure(histories, "loss", "training loss", log=True),
+            "val_psnr": history_figure(histories, "val_psnr", "validation PSNR (dB)")}
 
 
 def distributions(per_image: dict[str, pd.DataFrame]) -> str | None:
@@ -209,40 +235,62 @@ def hardware() -> dict[str, str]:
     return {"cpu": cpu, "cores": str(os.cpu_count()), "machine": platform.machine(), "system": platform.platform()}
 
 
-def render(config: dict[str, Any], root: Path = Path(".")) -> str:
+@dataclass(frozen=True)
+class ReportInputs:
+    """Every artefact the report reads, as the workflow's report rule declares them.
+
+    Evaluations and jobs are named by their file stems (``proposed_multi_x2``), so the report shows
+    exactly what the rule passed and never guesses a path.
+    """
+
+    summary: Path
+    per_image: list[Path]
+    examples: list[Path]
+    histories: list[Path]
+    split: Path
+    ingest: Path
+    rejected: Path
+    timing: Path | None = None
+    machine: Path | None = None
+
+
+def _stem(path: Path) -> str:
+    """``proposed_multi_x2`` for ``.../proposed_multi_x2.csv`` or ``.../proposed_multi_x2.history.csv``."""
+    return Path(path).name.split(".")[0]
+
+
+def render(config: dict[str, Any], inputs: ReportInputs, curves: dict[str, bytes | None] | None = None) -> str:
+    """The report's HTML for ``config`` from ``inputs`` (``curves``: training figures already drawn)."""
     jobs = training_jobs(config)
-    evaluations = [f"bicubic_x{s}" for s in config["scales"]] + [j.name for j in jobs]
-    metrics_dir = root / "results/metrics"
-    summary = pd.read_csv(metrics_dir / "summary.csv", keep_default_na=False, dtype={"strategy": str})
-    per_image = {n: pd.read_csv(metrics_dir / "per_image" / f"{n}.csv") for n in evaluations
-                 if (metrics_dir / "per_image" / f"{n}.csv").exists()}
-    histories = {j.name: pd.read_csv(root / "models" / f"{j.name}.history.csv") for j in jobs
-                 if (root / "models" / f"{j.name}.history.csv").exists()}
+    summary = pd.read_csv(inputs.summary, keep_default_na=False, dtype={"strategy": str})
+    per_image = {_stem(p): pd.read_csv(p) for p in inputs.per_image}
+    histories = {_stem(p): pd.read_csv(p) for p in inputs.histories}
     figure_examples = {}
     figure_scale = min(config["scales"])  # one scale: every panel shows the same slice and region
-    for n in evaluations:
-        if not n.endswith(f"_x{figure_scale}"):
+    for path in inputs.examples:
+        name = _stem(path)
+        if not name.endswith(f"_x{figure_scale}"):
             continue
-        path = root / "results/examples" / f"{n}.npz"
-        job = Job.from_name(n)
-        if path.exists() and (job.model != "proposed" or job.strategy == "multi"):
+        job = Job.from_name(name)
+        if job.model != "proposed" or job.strategy == "multi":
             with np.load(path) as data:
                 if "sr" in data.files:
-                    figure_examples[n] = {k: data[k] for k in ("hr", "sr")}
-    split = json.loads((root / "data/prepared/split.json").read_text())
-    ingest = json.loads((root / "data/prepared/store/ingest.json").read_text())
-    rejected = pd.read_csv(root / "data/prepared/store/rejected.csv")
-    timing_csv, machine_json = root / "results/timing/table3.csv", root / "results/timing/machine.json"
+                    figure_examples[name] = {k: data[k] for k in ("hr", "sr")}
+    split = json.loads(Path(inputs.split).read_text())
+    ingest = json.loads(Path(inputs.ingest).read_text())
+    rejected = pd.read_csv(inputs.rejected)
     # No timing results (a report rendered before the timing rule ran): Table 3 says so.
-    timing = (pd.read_csv(timing_csv, keep_default_na=False, na_values=[""]) if timing_csv.exists()
+    timing = (pd.read_csv(inputs.timing, keep_default_na=False, na_values=[""]) if inputs.timing
               else pd.DataFrame(columns=["name", "method", "strategy", "scale", "size", "hr_shape", "dtype", "timed_as"]))
-    machine = json.loads(machine_json.read_text()) if machine_json.exists() else None
+    machine = json.loads(Path(inputs.machine).read_text()) if inputs.machine else None
+    curves = training_curves(histories) if curves is None else curves
     env = jinja2.Environment(loader=jinja2.PackageLoader("mrsr", "templates"), autoescape=jinja2.select_autoescape(),
                              undefined=jinja2.StrictUndefined)
     return env.get_template("report.html.j2").render(
         profile=config["profile"], data_source=config["data"]["source"], config_yaml=yaml.safe_dump(config, sort_keys=False),
         table1=table1_rows(summary), table2=table2_rows(summary, per_image), summary_ours=paper.SUMMARY_OURS,
-        figure3=figure3(figure_examples), curves=training_curves(histories), distributions=distributions(per_image),
+        figure3=figure3(figure_examples), curves={k: png_bytes_uri(v) for k, v in curves.items() if v},
+        distributions=distributions(per_image),
         split=split, ingest=ingest, rejected=rejected.to_dict("records"), recipe=RECIPE.strip(),
         versions=versions(), hardware=hardware(), revision=git_revision(), jobs=[j.name for j in jobs],
         model_init=config.get("model", {}).get("proposed", {}), train=config["train"],
@@ -252,11 +300,30 @@ def render(config: dict[str, Any], root: Path = Path(".")) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, type=Path)
-    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--config", required=True, type=Path, help="the run's effective configuration (YAML)")
+    parser.add_argument("--summary", required=True, type=Path, help="summary.csv of mrsr summarize")
+    parser.add_argument("--per-image", required=True, nargs="+", type=Path, help="per-image metric CSVs")
+    parser.add_argument("--examples", nargs="*", default=[], type=Path, help="example .npz files for Figure 3")
+    parser.add_argument("--histories", nargs="*", default=[], type=Path, help="training history CSVs")
+    parser.add_argument("--split-summary", required=True, type=Path, help="split.json of mrsr split")
+    parser.add_argument("--ingest", required=True, type=Path, help="ingest.json of the slice store")
+    parser.add_argument("--rejected", required=True, type=Path, help="rejected.csv of the slice store")
+    parser.add_argument("--timing", type=Path, help="table3.csv of mrsr timing (Table 3; optional)")
+    parser.add_argument("--machine", type=Path, help="machine.json of mrsr timing (optional)")
+    parser.add_argument("--loss-plot", type=Path, help="also write the training-loss figure here (PNG)")
+    parser.add_argument("--psnr-plot", type=Path, help="also write the validation-PSNR figure here (PNG)")
+    parser.add_argument("--out", required=True, type=Path, help="the HTML file to write")
 
 
 def run(args: argparse.Namespace) -> int:
-    write_text(args.out, render(load_config(args.config)))
+    config = load_config(args.config)
+    inputs = ReportInputs(summary=args.summary, per_image=args.per_image, examples=args.examples,
+                          histories=args.histories, split=args.split_summary, ingest=args.ingest,
+                          rejected=args.rejected, timing=args.timing, machine=args.machine)
+    curves = training_curves({_stem(p): pd.read_csv(p) for p in args.histories})
+    for key, target in (("loss", args.loss_plot), ("val_psnr", args.psnr_plot)):
+        if target is not None:
+            write_bytes(target, curves[key] or empty_png(f"no training histories: no {key} curve"))
+    write_text(args.out, render(config, inputs, curves))
     print(f"wrote {args.out}")
     return 0

@@ -4,23 +4,40 @@ import os
 import yaml
 from snakemake.exceptions import WorkflowError
 
-from mrsr.config import Job, job_train_settings, training_jobs
+from mrsr.config import Job, file_sha256, job_train_settings, training_jobs
+from mrsr.provenance import source_digest
 
-STORE = "data/prepared/store"
-SPLIT = "data/prepared/split.csv"
+# Each profile writes to its own folders, so a quick run and a paper run coexist and neither can
+# read the other's files. dvc.yaml tracks the default profile's folders (its `vars: profile`).
+PROFILE = config["profile"]
+PREPARED = f"data/prepared/{PROFILE}"
+STORE = f"{PREPARED}/store"
+SPLIT = f"{PREPARED}/split.csv"
+MODELS = f"models/{PROFILE}"
+RESULTS = f"results/{PROFILE}"
+REPORT = f"reports/{PROFILE}/report.html"
+LOGS = f"logs/{PROFILE}"
+BENCH = f"benchmarks/{PROFILE}"
 DOWNLOADED = "data/raw/tcia/downloaded.json"  # download_tcia's output (see data.smk), in the download folder
 JOBS = training_jobs(config)
 SCALES = config["scales"]
-# The effective (merged, validated) config that every step reads; rewritten only when it changes,
-# so its timestamp does not trigger reruns. Rules list the sections they use as params, which
-# Snakemake's rerun triggers compare.
-CONFIG = "results/config.yaml"
-_text = yaml.safe_dump(config, sort_keys=True)
-if not os.path.exists(CONFIG) or open(CONFIG).read() != _text:
-    os.makedirs(os.path.dirname(CONFIG), exist_ok=True)
-    with open(f"{CONFIG}.tmp", "w") as fh:
-        fh.write(_text)
-    os.replace(f"{CONFIG}.tmp", CONFIG)
+EVALUATIONS = [f"bicubic_x{s}" for s in SCALES] + [job.name for job in JOBS]
+
+# Every step reads the profile file itself (the Snakefile checks that `config` is exactly that
+# file): nothing is written while the workflow is parsed, so a dry run of any profile changes
+# nothing a running job reads. It is an ancient() input: editing one section does not rerun every
+# job; each rule lists the config sections it uses (and the code it runs) as params, which
+# Snakemake's rerun triggers compare job by job. MRSR_CONFIG_SHA256, exported to every job's
+# shell, makes a job refuse a profile file edited after this run was planned.
+CONFIG = PROFILE_FILE
+CONFIG_TEXT = yaml.safe_dump(config, sort_keys=True)
+shell.prefix(f"export MRSR_CONFIG_SHA256={file_sha256(PROFILE_FILE)}; ")
+
+
+def code(step):
+    """Digest of the package source a step runs (a params entry: changed code reruns the step's jobs,
+    as dvc.yaml's deps on the same files make `dvc repro` do)."""
+    return source_digest(step)
 
 
 def whole_machine():
@@ -37,8 +54,6 @@ def cpu_threads(wildcards, threads):
     """torch threads for a job: what Snakemake granted, capped at this machine's cores."""
     return min(threads, os.cpu_count() or 1)
 
-EVALUATIONS = [f"bicubic_x{s}" for s in SCALES] + [job.name for job in JOBS]
-
 
 def ingest_input(wildcards):
     source = config["data"]["source"]
@@ -47,3 +62,4 @@ def ingest_input(wildcards):
     if source == "local":
         return config["data"]["local_dir"]
     return DOWNLOADED
+

@@ -5,11 +5,11 @@
 # The output is a copy of the downloader's manifest.json taken once the download succeeded, not
 # manifest.json itself: Snakemake deletes a job's outputs before running it, and manifest.json is
 # the record that lets a rerun (forced, or after a config change) skip the series already verified.
+# The download folder is shared by every profile: a verified series is the same whoever asked.
 rule download_tcia:
     output:
         DOWNLOADED,
     params:
-        config=CONFIG,
         tcia=config["data"].get("tcia", {}),
         collection=config["data"].get("tcia", {}).get("collection", "Brain-Tumor-Progression"),
         api_url=config["data"].get("tcia", {}).get("api_url", ""),
@@ -19,6 +19,7 @@ rule download_tcia:
                if config["data"].get("tcia", {}).get("series_descriptions") else [])
         ),
         workers=config["data"].get("tcia", {}).get("workers", 2),
+        code=code("ingest"),
     log:
         "logs/download_tcia.log",
     benchmark:
@@ -39,14 +40,14 @@ rule ingest:
         summary=f"{STORE}/ingest.json",
         rejected=f"{STORE}/rejected.csv",
     params:
-        config=CONFIG,
         store=lambda wc, output: os.path.dirname(output.index),
         source="local" if config["data"]["source"] == "tcia" else config["data"]["source"],
         folder=lambda wc, input: os.path.dirname(input[0]) if config["data"]["source"] == "tcia" else input[0],
+        code=code("ingest"),
     log:
-        "logs/ingest.log",
+        f"{LOGS}/ingest.log",
     benchmark:
-        "benchmarks/ingest.tsv"
+        f"{BENCH}/ingest.tsv"
     conda:
         "../envs/mrsr.yaml"
     shell:
@@ -55,46 +56,51 @@ rule ingest:
 
 rule split:
     input:
-        rules.ingest.output.index,
+        index=rules.ingest.output.index,
+        config=ancient(CONFIG),
     output:
         csv=SPLIT,
-        summary="data/prepared/split.json",
+        summary=f"{PREPARED}/split.json",
     params:
-        config=CONFIG,
-        store=lambda wc, input: os.path.dirname(input[0]),
+        store=lambda wc, input: os.path.dirname(input.index),
         split=config["split"],
+        code=code("split"),
     log:
-        "logs/split.log",
+        f"{LOGS}/split.log",
     benchmark:
-        "benchmarks/split.tsv"
+        f"{BENCH}/split.tsv"
     conda:
         "../envs/mrsr.yaml"
     shell:
-        "mrsr split --store {params.store} --config {params.config} --out {output.csv} > {log} 2>&1"
+        "mrsr split --store {params.store} --config {input.config} --out {output.csv} > {log} 2>&1"
 
 
 rule patches:
     input:
         index=rules.ingest.output.index,
         split=SPLIT,
+        config=ancient(CONFIG),
     output:
-        "data/prepared/patches/x{scale}.npz",
+        f"{PREPARED}/patches/x{{scale}}.npz",
+    wildcard_constraints:
+        scale="[234]",
     params:
-        config=CONFIG,
         store=lambda wc, input: os.path.dirname(input.index),
         patches=lambda wc: config["patches"][f"x{wc.scale}"],
         val_slices=config["train"].get("val_slices", 0),
+        seed=config["split"]["seed"],
+        code=code("patches"),
     log:
-        "logs/patches_x{scale}.log",
+        f"{LOGS}/patches_x{{scale}}.log",
     benchmark:
-        "benchmarks/patches_x{scale}.tsv"
+        f"{BENCH}/patches_x{{scale}}.tsv"
     conda:
         "../envs/mrsr.yaml"
     shell:
-        "mrsr patches --store {params.store} --split {input.split} --config {params.config} --scale {wildcards.scale}"
+        "mrsr patches --store {params.store} --split {input.split} --config {input.config} --scale {wildcards.scale}"
         " --out {output} > {log} 2>&1"
 
 
 rule prepare:
     input:
-        expand("data/prepared/patches/x{scale}.npz", scale=SCALES),
+        expand(f"{PREPARED}/patches/x{{scale}}.npz", scale=SCALES),

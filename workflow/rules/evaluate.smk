@@ -5,66 +5,70 @@ rule evaluate_bicubic:
     input:
         index=rules.ingest.output.index,
         split=SPLIT,
+        config=ancient(CONFIG),
     output:
-        csv="results/metrics/per_image/bicubic_x{scale}.csv",
-        example="results/examples/bicubic_x{scale}.npz",
+        csv=f"{RESULTS}/metrics/per_image/bicubic_x{{scale}}.csv",
+        example=f"{RESULTS}/examples/bicubic_x{{scale}}.npz",
     wildcard_constraints:
         scale="[234]",
     params:
-        config=CONFIG,
         store=lambda wc, input: os.path.dirname(input.index),
         evaluate=config["evaluate"],
+        code=code("evaluate"),
     log:
-        "logs/evaluate/bicubic_x{scale}.log",
+        f"{LOGS}/evaluate/bicubic_x{{scale}}.log",
     benchmark:
-        "benchmarks/evaluate/bicubic_x{scale}.tsv"
+        f"{BENCH}/evaluate/bicubic_x{{scale}}.tsv"
     conda:
         "../envs/mrsr.yaml"
     shell:
         "mrsr evaluate --method bicubic --scale {wildcards.scale} --store {params.store} --split {input.split}"
-        " --config {params.config} --out {output.csv} --example {output.example} > {log} 2>&1"
+        " --config {input.config} --out {output.csv} --example {output.example} > {log} 2>&1"
 
 
 rule evaluate_model:
     input:
-        weights="models/{job}_x{scale}.safetensors",
+        weights=f"{MODELS}/{{job}}_x{{scale}}.safetensors",
         index=rules.ingest.output.index,
         split=SPLIT,
+        config=ancient(CONFIG),
     output:
-        csv="results/metrics/per_image/{job}_x{scale}.csv",
-        example="results/examples/{job}_x{scale}.npz",
+        csv=f"{RESULTS}/metrics/per_image/{{job}}_x{{scale}}.csv",
+        example=f"{RESULTS}/examples/{{job}}_x{{scale}}.npz",
     wildcard_constraints:
         job="(?!bicubic)[a-z0-9]+(_(single|double|multi))?",
         scale="[234]",
     params:
-        config=CONFIG,
         store=lambda wc, input: os.path.dirname(input.index),
         evaluate=config["evaluate"],
         model=lambda wc: wc.job.split("_")[0],
         threads=cpu_threads,
+        code=code("evaluate"),
     threads: whole_machine()
     log:
-        "logs/evaluate/{job}_x{scale}.log",
+        f"{LOGS}/evaluate/{{job}}_x{{scale}}.log",
     benchmark:
-        "benchmarks/evaluate/{job}_x{scale}.tsv"
+        f"{BENCH}/evaluate/{{job}}_x{{scale}}.tsv"
     conda:
         "../envs/mrsr.yaml"
     shell:
         "mrsr evaluate --method {params.model} --weights {input.weights} --scale {wildcards.scale}"
-        " --store {params.store} --split {input.split} --config {params.config} --threads {params.threads}"
+        " --store {params.store} --split {input.split} --config {input.config} --threads {params.threads}"
         " --out {output.csv} --example {output.example} > {log} 2>&1"
 
 
 rule summarize:
     input:
-        [f"results/metrics/per_image/{name}.csv" for name in EVALUATIONS],
+        [f"{RESULTS}/metrics/per_image/{name}.csv" for name in EVALUATIONS],
     output:
-        summary="results/metrics/summary.csv",
-        headline="results/metrics/headline.json",
+        summary=report(f"{RESULTS}/metrics/summary.csv", category="Tables", caption="../report/summary.rst"),
+        headline=f"{RESULTS}/metrics/headline.json",
+    params:
+        code=code("evaluate"),
     log:
-        "logs/summarize.log",
+        f"{LOGS}/summarize.log",
     benchmark:
-        "benchmarks/summarize.tsv"
+        f"{BENCH}/summarize.tsv"
     conda:
         "../envs/mrsr.yaml"
     shell:

@@ -4,26 +4,28 @@
 
 rule timing:
     input:
-        weights=[f"models/{job.name}.safetensors" for job in JOBS],
+        weights=[f"{MODELS}/{job.name}.safetensors" for job in JOBS],
         index=rules.ingest.output.index,
         split=SPLIT,
+        config=ancient(CONFIG),
     output:
-        table="results/timing/table3.csv",
-        machine="results/timing/machine.json",
+        table=f"{RESULTS}/timing/table3.csv",
+        machine=f"{RESULTS}/timing/machine.json",
     params:
-        config=CONFIG,
         store=lambda wc, input: os.path.dirname(input.index),
         timing=config.get("timing", {}),
+        evaluate=config["evaluate"],
         # timing.threads: 0 = the cores Snakemake granted (all of them: the job runs alone, so
         # nothing else competes for the CPU while it measures).
         threads=lambda wc, threads: config.get("timing", {}).get("threads") or cpu_threads(wc, threads),
+        code=code("timing"),
     threads: whole_machine()
     log:
-        "logs/timing.log",
+        f"{LOGS}/timing.log",
     benchmark:
-        "benchmarks/timing.tsv"
+        f"{BENCH}/timing.tsv"
     conda:
         "../envs/mrsr.yaml"
     shell:
-        "mrsr timing --config {params.config} --store {params.store} --split {input.split} --threads {params.threads}"
+        "mrsr timing --config {input.config} --store {params.store} --split {input.split} --threads {params.threads}"
         " --out {output.table} --machine {output.machine} {input.weights} > {log} 2>&1"

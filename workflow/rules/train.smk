@@ -3,36 +3,38 @@
 
 rule train:
     input:
-        patches="data/prepared/patches/x{scale}.npz",
+        patches=f"{PREPARED}/patches/x{{scale}}.npz",
+        config=ancient(CONFIG),
     output:
-        weights="models/{job}_x{scale}.safetensors",
-        sidecar="models/{job}_x{scale}.json",
-        history="models/{job}_x{scale}.history.csv",
+        weights=f"{MODELS}/{{job}}_x{{scale}}.safetensors",
+        sidecar=f"{MODELS}/{{job}}_x{{scale}}.json",
+        history=f"{MODELS}/{{job}}_x{{scale}}.history.csv",
     wildcard_constraints:
         job="[a-z0-9]+(_(single|double|multi))?",
         scale="[234]",
     params:
-        config=CONFIG,
-        # The job's own settings (global `train` plus its experiment's overrides): a change reruns it.
+        # The job's own settings (global `train` plus its experiment's overrides) and its model's
+        # options: a change to them reruns this job and no other.
         train=lambda wc: job_train_settings(config, Job.from_name(f"{wc.job}_x{wc.scale}")),
         model=lambda wc: config["model"].get(wc.job.split("_")[0], {}),
         threads=cpu_threads,
+        code=code("train"),
     threads: whole_machine()
     resources:
         gpu=1,
         runtime=lambda wc: 60 if config["profile"] == "paper" else 30,
         mem_mb=8000,
     log:
-        "logs/train/{job}_x{scale}.log",
+        f"{LOGS}/train/{{job}}_x{{scale}}.log",
     benchmark:
-        "benchmarks/train/{job}_x{scale}.tsv"
+        f"{BENCH}/train/{{job}}_x{{scale}}.tsv"
     conda:
         "../envs/mrsr.yaml"
     shell:
-        "mrsr train --job {wildcards.job}_x{wildcards.scale} --patches {input.patches} --config {params.config}"
+        "mrsr train --job {wildcards.job}_x{wildcards.scale} --patches {input.patches} --config {input.config}"
         " --threads {params.threads} --out {output.weights} > {log} 2>&1"
 
 
 rule train_all:
     input:
-        [f"models/{job.name}.safetensors" for job in JOBS],
+        [f"{MODELS}/{job.name}.safetensors" for job in JOBS],

@@ -1,0 +1,189 @@
+"""Profiles, provenance and DVC/Snakemake agreement, through the real tools.
+
+- A profile is a complete statement: Snakemake's own config (after its merge) is exactly the profile
+  file, for both shipped profiles, and the jobs read that file.
+- A dry run of another profile changes nothing a finished run's jobs read.
+- After a change to one experiment, `dvc repro` reruns that experiment's jobs and what depends on
+  them, and leaves every other weight file byte-identical; files restored with new modification
+  times rerun nothing; a partial Snakemake target exits 0 and leaves stale stages unrecorded.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_workflow import SNAKEMAKE, copy_workflow, run
+
+DVC = [sys.executable, "-m", "dvc"]
+
+
+def snapshot(work: Path, folders: tuple[str, ...] = ("data/prepared", "models", "results", "reports")) -> dict:
+    """path -> (mtime_ns, sha256) of every file under ``folders``."""
+    out = {}
+    for folder in folders:
+        for path in sorted((work / folder).rglob("*")):
+            if path.is_file():
+                out[str(path.relative_to(work))] = (path.stat().st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
+    return out
+
+
+def planned_jobs(work: Path, *args: str) -> dict[str, int]:
+    """rule -> number of jobs a dry run of ``all`` plans (empty: nothing to do)."""
+    result = run([*SNAKEMAKE, "all", "-n", "--cores", "2", *args], work)  # targets first: --configfile takes several
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = result.stdout + result.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:")[1].split("Reasons:")[0]
+    rows = [m.groups() for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)]
+    return {rule: int(n) for rule, n in rows if rule not in ("total", "all")}
+
+
+# Appended to the copied Snakefile: writes the `config` Snakemake built (after its own merge of
+# --configfile over the workflow's configfile:), the dict every rule's params and validation use.
+DUMP_RULE = """
+
+rule dump_config:
+    output:
+        "snakemake-config.yaml",
+    run:
+        import yaml
+
+        with open(output[0], "w") as fh:
+            yaml.safe_dump(config, fh)
+"""
+
+
+@pytest.mark.parametrize("profile", ["config.yaml", "config/paper.yaml"])
+def test_snakemake_config_is_exactly_the_profile_file(root, tmp_path, profile):
+    work = tmp_path / "repo"
+    copy_workflow(root, work, yaml.safe_load((root / "config.yaml").read_text()))
+    (work / "config").mkdir()
+    shutil.copy(root / "config/paper.yaml", work / "config/paper.yaml")
+    with open(work / "Snakefile", "a") as fh:
+        fh.write(DUMP_RULE)
+    extra = [] if profile == "config.yaml" else ["--configfile", profile]
+    result = run([*SNAKEMAKE, "snakemake-config.yaml", "--cores", "1", *extra], work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    given = yaml.safe_load((work / profile).read_text())
+    assert yaml.safe_load((work / "snakemake-config.yaml").read_text()) == given  # nothing leaks in, nothing lost
+    # ... and the jobs read that very file.
+    dry = run([*SNAKEMAKE, "all", "-n", "-p", "--forceall", *extra], work)
+    commands = [line for line in dry.stdout.splitlines() if " mrsr train " in line]
+    assert commands and all(f"--config {profile} " in line for line in commands)
+    assert all(f"models/{given['profile']}/" in line for line in commands)
+    if profile != "config.yaml":
+        assert "residual_init" not in str(given["model"])  # the quick profile's courtesy init stays there
+
+
+def test_overrides_and_merged_profiles_are_refused(root, tmp_path, default_config):
+    work = tmp_path / "repo"
+    copy_workflow(root, work, default_config)
+    (work / "other.yaml").write_text(yaml.safe_dump(default_config))
+    for extra in (["--config", "profile=x"], ["--configfile", "config.yaml", "other.yaml"]):
+        result = run([*SNAKEMAKE, "all", "-n", *extra], work)
+        text = result.stdout + result.stderr
+        assert result.returncode != 0 and "a profile is one complete file" in text or "give one profile file" in text, text
+
+
+def test_a_job_refuses_a_profile_edited_after_planning(root, tmp_path, default_config):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(default_config))
+    env = {**os.environ, "MRSR_CONFIG_SHA256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    ok = subprocess.run([sys.executable, "-m", "mrsr.cli", "check-config", str(path)], env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    path.write_text(path.read_text() + "# edited\n")
+    edited = subprocess.run([sys.executable, "-m", "mrsr.cli", "check-config", str(path)], env=env, capture_output=True, text=True)
+    assert edited.returncode == 2 and "changed after this workflow run was planned" in edited.stdout + edited.stderr
+
+
+def test_a_user_profile_is_complete_too(root, tmp_path, default_config):
+    """A user's profile missing a section is refused (no silent fill-in from config.yaml)."""
+    work = tmp_path / "repo"
+    copy_workflow(root, work, default_config)
+    mine = copy.deepcopy(default_config)
+    mine["profile"] = "mine"
+    del mine["evaluate"]
+    (work / "mine.yaml").write_text(yaml.safe_dump(mine))
+    result = run([*SNAKEMAKE, "all", "-n", "--configfile", "mine.yaml"], work)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0 and "evaluate" in text and "missing key" in text, text[-2000:]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, default_config) -> Path:
+    """A finished tiny run with two experiments (proposed multi x2, srcnn x2), recorded in dvc.lock."""
+    cfg = copy.deepcopy(default_config)
+    cfg["profile"] = "test"
+    cfg["scales"] = [2]
+    cfg["model"]["proposed"].update(features=8, units=2)
+    cfg["experiments"] = [{"model": "proposed", "strategy": "multi", "scales": [2]},
+                          {"model": "srcnn", "scales": [2], "train": {"steps_per_epoch": 3}}]
+    cfg["train"].update(epochs=1, steps_per_epoch=3, batch_size=8, val_slices=1, threads=1)
+    cfg["evaluate"]["max_test_slices"] = 2
+    cfg["timing"].update(runs=1, warmup=0, slices=1, sizes=["native"], dtypes=["fp32"], bf16_jobs=[], roofline_n=256)
+    work = tmp_path_factory.mktemp("profiles") / "repo"
+    copy_workflow(Path(__file__).resolve().parents[1], work, cfg)
+    (work / "config").mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "config/paper.yaml", work / "config/paper.yaml")
+    result = run([*SNAKEMAKE, "--cores", "2", "all"], work, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert run(["git", "add", "-A"], work).returncode == 0
+    return work
+
+
+@pytest.mark.slow
+def test_a_dry_run_of_another_profile_changes_nothing(finished_run):
+    work = finished_run
+    before = snapshot(work)
+    assert planned_jobs(work, "--configfile", "config/paper.yaml")  # the paper profile has work to do...
+    assert snapshot(work) == before  # ...and planning it touched nothing of the finished run
+    assert planned_jobs(work) == {}
+    status = run([*DVC, "status"], work)
+    assert "up to date" in status.stdout, status.stdout + status.stderr
+
+
+@pytest.mark.slow
+def test_dvc_repro_reruns_only_the_changed_experiment(finished_run):
+    work = finished_run
+    before = snapshot(work)
+    cfg = yaml.safe_load((work / "config.yaml").read_text())
+    cfg["experiments"][1]["train"]["steps_per_epoch"] = 4
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    # Snakemake and DVC agree on what the change invalidates: srcnn's job and what depends on it.
+    plan = planned_jobs(work)
+    assert plan == {"train": 1, "evaluate_model": 1, "summarize": 1, "timing": 1, "report": 1}
+    repro = run([*DVC, "repro"], work, timeout=900)
+    assert repro.returncode == 0, repro.stdout[-3000:] + repro.stderr[-3000:]
+    after = snapshot(work)
+    for name in ("proposed_multi_x2.safetensors", "proposed_multi_x2.json", "proposed_multi_x2.history.csv"):
+        assert after[f"models/test/{name}"] == before[f"models/test/{name}"], name  # untouched, not even rewritten
+    assert after["models/test/srcnn_x2.safetensors"][1] != before["models/test/srcnn_x2.safetensors"][1]
+    assert after["results/test/metrics/per_image/bicubic_x2.csv"] == before["results/test/metrics/per_image/bicubic_x2.csv"]
+    assert planned_jobs(work) == {}
+    assert "up to date" in run([*DVC, "status"], work).stdout
+
+    # Restored files get new modification times (dvc checkout / pull): nothing reruns for that.
+    for path in ("data/prepared/test/patches/x2.npz", "models/test/srcnn_x2.safetensors"):
+        (work / path).unlink()
+    checkout = run([*DVC, "checkout"], work)
+    assert checkout.returncode == 0, checkout.stderr
+    assert planned_jobs(work) == {}
+
+    # A partial target exits 0; the stages it left stale stay unrecorded, so DVC still says so.
+    cfg["experiments"][1]["train"]["steps_per_epoch"] = 5
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    partial = run([*SNAKEMAKE, "--cores", "2", "train_all"], work, timeout=900)
+    assert partial.returncode == 0, partial.stderr[-3000:]
+    status = run([*DVC, "status"], work).stdout
+    assert "evaluate:" in status and "train:" not in status, status
