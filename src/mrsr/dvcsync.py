@@ -14,6 +14,8 @@ import sys
 
 import yaml
 
+from mrsr.errors import existing_file
+
 
 def stage_names(dvc_yaml: str = "dvc.yaml") -> list[str]:
     with open(dvc_yaml, encoding="utf-8") as fh:
@@ -21,7 +23,8 @@ def stage_names(dvc_yaml: str = "dvc.yaml") -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dvc-yaml", default="dvc.yaml")
+    parser.add_argument("--dvc-yaml", default="dvc.yaml", type=existing_file,
+                        help="DVC pipeline whose stages to commit (default: dvc.yaml)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ import yaml  # noqa: E402
 
 from mrsr import paper  # noqa: E402
 from mrsr.config import Job, load_config, training_jobs  # noqa: E402
+from mrsr.errors import InputFileError, output_file  # noqa: E402
 from mrsr.io import write_text  # noqa: E402
 from mrsr.metrics import RECIPE  # noqa: E402
 from mrsr.table3 import bf16_rows, size_labels, table3_rows  # noqa: E402
@@ -252,11 +253,17 @@ def render(config: dict[str, Any], root: Path = Path(".")) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, type=Path)
-    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--config", required=True, type=Path, help="workflow config the results were made with")
+    parser.add_argument("--out", required=True, type=output_file, help="HTML file to write")
 
 
 def run(args: argparse.Namespace) -> int:
-    write_text(args.out, render(load_config(args.config)))
+    config = load_config(args.config)
+    try:
+        html = render(config)
+    except FileNotFoundError as exc:  # render only reads: a missing file is a workflow step not yet run
+        raise InputFileError(f"{exc.filename}: no such file; the report reads the workflow's results "
+                             "(run the workflow first, from the repository folder)") from exc
+    write_text(args.out, html)
     print(f"wrote {args.out}")
     return 0
