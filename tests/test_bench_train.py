@@ -51,4 +51,4 @@ def test_benchmark_train_names_a_missing_job(tmp_path, tiny_config, capsys):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(tiny_config))
     assert main(["benchmark-train", "--config", str(path), "--model", "fscwn"]) == 2
-    assert "no job matching model=fscwn" in capsys.readouterr().out
+    assert "no job matching model=fscwn" in capsys.readouterr().err

@@ -9,7 +9,8 @@ import sys
 import pytest
 import yaml
 
-from mrsr.config import ConfigError, Job, load_config, training_jobs, validate_config
+from mrsr.config import ConfigError, Job, JobError, load_config, training_jobs, validate_config
+from mrsr.models import MODEL_REGISTRY
 
 
 def test_default_and_paper_configs_are_valid(root, default_config):
@@ -32,6 +33,7 @@ def test_default_and_paper_configs_are_valid(root, default_config):
         (lambda c: c["data"].update(source="local", local_dir="missing-dir"), r"data.local_dir.*missing-dir"),
         (lambda c: c["experiments"].append({"model": "vdsr", "scales": [2]}), r"experiments.\d+.model.*unknown model 'vdsr'"),
         (lambda c: c["experiments"].append({"model": "proposed", "strategy": "triple", "scales": [2]}), r"experiments.\d+.strategy"),
+        (lambda c: c["experiments"].append({"model": "fscwn", "scales": [3]}), r"experiments.\d+.scales.*supports scales 2, not 3"),
         (lambda c: c["model"].update(decnn={"residual_init": "ones"}), r"config key .model.decnn.residual_init."),
         (lambda c: c["experiments"][0].update(train={"epochs": 0}), r"config key .experiments.0.train.epochs."),
     ],
@@ -46,10 +48,42 @@ def test_config_errors_name_the_key_or_file(root, default_config, mutate, messag
 def test_missing_or_broken_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(tmp_path)
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_every_registered_job_name_parses_back():
+    for model, spec in MODEL_REGISTRY.items():
+        for strategy in spec.strategies:
+            for scale in spec.scales:
+                job = Job(model, strategy, scale)
+                assert Job.from_name(job.name) == job
+
+
+@pytest.mark.parametrize(
+    "name,part,fragments",
+    [
+        ("nosuch_x2", "model", ["unknown model 'nosuch'", "bicubic, decnn, espcn"]),
+        ("proposed_multi_x5", "scale", ["supports scales 2, 3, 4, not 5"]),
+        ("fscwn_x3", "scale", ["supports scales 2, not 3"]),
+        ("proposed_x2", "strategy", ["needs a strategy: one of single, double, multi"]),
+        ("proposed_triple_x2", "strategy", ["has no strategy 'triple'; one of single, double, multi"]),
+        ("srcnn_multi_x2", "strategy", ["takes no strategy"]),
+        ("proposed", "name", ["not a job name", "MODEL_xSCALE or MODEL_STRATEGY_xSCALE"]),
+        ("proposed_multi_2", "name", ["not a job name"]),
+        ("a_b_c_x2", "name", ["not a job name"]),
+    ],
+)
+def test_job_names_are_checked_against_the_registry(name, part, fragments):
+    with pytest.raises(JobError) as error:
+        Job.from_name(name)
+    message = str(error.value)
+    assert error.value.part == part and message.startswith(f"{name}: ")
+    assert all(f in message for f in fragments), message
 
 
 def test_snakemake_stops_at_once_naming_the_key(root, default_config, tmp_path):

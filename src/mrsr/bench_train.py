@@ -29,7 +29,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mrsr.config import Job, job_train_settings, load_config, model_options, training_jobs
 from mrsr.data.patches import hr_patch_size
-from mrsr.models import build_model
+from mrsr.errors import UsageError
+from mrsr.models import MODEL_REGISTRY, build_model
 from mrsr.train import FastPath, TrainConfig, make_optimizer, make_train_step, pick_device
 
 # Dense (no sparsity) bf16 tensor-core peaks from the vendors' datasheets, TFLOP/s.
@@ -169,7 +170,8 @@ def benchmark_job(job: Job, config: dict[str, Any], steps: int, warmup: int,
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="config.yaml", help="workflow config: models, patches, train settings")
-    parser.add_argument("--model", help="only this model (default: every training job of the config)")
+    parser.add_argument("--model", choices=sorted(MODEL_REGISTRY), metavar="MODEL",
+                        help="only this model (default: every training job of the config)")
     parser.add_argument("--scale", type=int, help="only this scale")
     parser.add_argument("--strategy", help="only this strategy (proposed)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per job")
@@ -198,9 +200,9 @@ def run(args: argparse.Namespace) -> int:
         and (args.strategy is None or job.strategy == args.strategy)
     ]
     if not jobs:
-        print(f"error: {args.config} trains no job matching model={args.model} scale={args.scale} "
-              f"strategy={args.strategy}")
-        return 2
+        trained = ", ".join(job.name for job in training_jobs(config))
+        raise UsageError(f"{args.config} trains no job matching model={args.model} scale={args.scale} "
+                         f"strategy={args.strategy} (it trains {trained})")
     for job in jobs:
         result = benchmark_job(job, config, args.steps, args.warmup, args.batch_size, args.epoch_patches)
         if args.json:

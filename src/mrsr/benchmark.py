@@ -36,8 +36,9 @@ import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 from torch.utils.flop_counter import FlopCounterMode
 
-from mrsr.config import load_config, model_options
+from mrsr.config import JobError, check_model, load_config, model_options
 from mrsr.data.patches import degrade
+from mrsr.errors import existing_file
 from mrsr.models import MODEL_REGISTRY, SuperResolver, build_model
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -240,16 +241,28 @@ def phantom(size: int, seed: int = 0) -> np.ndarray:
 
 def build_for_timing(name: str, scale: int, weights: Path | None = None,
                      options: dict[str, Any] | None = None) -> tuple[SuperResolver, str | None, str]:
-    """(model, strategy, weights label): trained weights if given, otherwise a random initialisation."""
+    """(model, strategy, weights label): trained weights if given, otherwise a random initialisation.
+
+    Args:
+        name: registry name of the model to time.
+        scale: its scale.
+        weights: trained weights; their sidecar must name the same model and scale.
+        options: the builder's options for a random initialisation.
+
+    Raises:
+        JobError: the model lacks ``scale``.
+        WeightsError: unusable weights, or weights of another model or scale (timing them would label
+            one model's time with another's name).
+    """
     if weights is not None:
-        from mrsr.weights import load_model  # deferred: safetensors only when weights are given
+        from mrsr.weights import check_weights, load_model  # deferred: safetensors only when weights are given
 
         model, meta = load_model(weights)
-        if int(meta["scale"]) != scale:
-            raise ValueError(f"{weights} was trained for x{meta['scale']}, not x{scale}")
+        check_weights(weights, meta, model=name, scale=scale)
         return model, meta.get("strategy"), str(weights)
     spec = MODEL_REGISTRY[name]
     strategy = "multi" if "multi" in spec.strategies else None
+    check_model(name, strategy, scale)
     return build_model(name, scale, strategy, **(options or {})), strategy, "random"
 
 
@@ -296,13 +309,14 @@ def bf16_psnr(hr_slices: list[np.ndarray], sr32: list[np.ndarray], sr16: list[np
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, choices=sorted(MODEL_REGISTRY), help="registry name")
-    parser.add_argument("--scale", required=True, type=int)
+    parser.add_argument("--scale", required=True, type=int, help="upscaling factor")
     parser.add_argument("--size", type=int, default=256, help="HR slice size S (S x S); the LR input is S / scale")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = every available core")
     parser.add_argument("--runs", type=int, default=10, help="timed passes (median and spread reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed passes first")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
-    parser.add_argument("--weights", type=Path, help=".safetensors of a trained model; random init otherwise")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="inference precision (default fp32)")
+    parser.add_argument("--weights", type=existing_file,
+                        help=".safetensors of a trained MODEL at SCALE; random init otherwise")
     parser.add_argument("--config", type=Path, help="config whose model.<name> options build the random-init model")
     parser.add_argument("--roofline-n", type=int, default=2048, help="size of the roofline matrix product")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -314,8 +328,8 @@ def run(args: argparse.Namespace) -> int:
     options = model_options(load_config(args.config), args.model) if args.config else {}
     try:
         model, strategy, label = build_for_timing(args.model, args.scale, args.weights, options)
-    except (KeyError, ValueError) as exc:
-        raise SystemExit(f"error: {exc}") from exc
+    except JobError as exc:  # --model is a choice, so the scale is what the model lacks
+        raise JobError(f"--scale {args.scale}: {exc}", exc.part) from exc
     hr = phantom(args.size)
     lr32 = to_input(degrade(hr[None], args.scale)[1][0])
     flops = count_flops(model, lr32)

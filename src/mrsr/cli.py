@@ -1,5 +1,8 @@
 """The ``mrsr`` command. Each subcommand lives in the module that does the work; this file only
-lists them (an explicit table, so a newcomer finds every command's code in one hop)."""
+lists them (an explicit table, so a newcomer finds every command's code in one hop) and is the one
+place where bad input becomes a one-line message: a :class:`mrsr.errors.UsageError` raised by any
+command is printed as ``error: <message>`` and ends the command with exit status 2.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,17 @@ import argparse
 import importlib
 import sys
 
-# name -> (module, one-line help). Each module defines ``add_arguments(parser)`` and ``run(args) -> int``.
+from mrsr import __version__
+from mrsr.errors import EXIT_USAGE, UsageError
+
+DESCRIPTION = ("Reproducible MR image super-resolution: data, training, evaluation, CPU timing and the HTML report "
+               "of the multi-resolution learning CNN, and super-resolution of your own DICOM and NIfTI scans.")
+EPILOG = ("Exit status: 0 success; 2 bad input or usage (one line names the argument or file at fault); "
+          "1 an internal error or a failed run (mrsr train: 3 when the loss became NaN or Inf). "
+          "`mrsr COMMAND --help` describes a command.")
+
+# name -> (module, one-line help). Each module defines ``add_arguments(parser)`` and ``run(args) -> int``
+# (or ``add_<name>_arguments``/``run_<name>`` where one module holds two commands).
 COMMANDS: dict[str, tuple[str, str]] = {
     "check-config": ("mrsr.config", "validate a config file against the schema"),
     "ingest": ("mrsr.data.ingest", "read a data source into a slice store and index"),
@@ -26,22 +39,46 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mrsr", description=__doc__.splitlines()[0])
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``mrsr`` parser: every command listed, and ``command``'s arguments added.
+
+    Only ``command``'s module is imported: ``mrsr --help`` stays fast, and one broken module cannot
+    take the other commands down.
+
+    Args:
+        command: the command whose arguments to add (None: none, e.g. for ``mrsr --help``).
+    """
+    parser = argparse.ArgumentParser(prog="mrsr", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"mrsr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    argv = sys.argv[1:] if argv is None else argv
-    # Import only the chosen command's module: `mrsr --help` stays fast, and one broken module
-    # cannot take the other commands down.
-    chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module_name, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text)
-        if name == chosen:
+        # description: the one-liner heads `mrsr NAME --help` too (a module may set a longer one).
+        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        if name == command:
             module = importlib.import_module(module_name)
-            adder = getattr(module, f"add_{name.replace('-', '_')}_arguments", None) or module.add_arguments
+            suffix = name.replace("-", "_")
+            adder = getattr(module, f"add_{suffix}_arguments", None) or module.add_arguments
             adder(p)
-            p.set_defaults(func=getattr(module, f"run_{name.replace('-', '_')}", None) or module.run)
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+            p.set_defaults(func=getattr(module, f"run_{suffix}", None) or module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one ``mrsr`` command; returns its exit status.
+
+    Args:
+        argv: the arguments after ``mrsr`` (default: ``sys.argv[1:]``).
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(chosen).parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        # Input the user can fix: one line naming the argument or file, no traceback. Anything
+        # else is a bug and keeps its traceback.
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,54 @@ from typing import Any
 import jsonschema
 import yaml
 
+from mrsr.errors import UsageError
+
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A configuration that cannot be run, naming the key or file at fault."""
+
+
+class JobError(UsageError, ValueError):
+    """A (model, strategy, scale) the model registry does not have, or a malformed job name.
+
+    Attributes:
+        part: what is at fault: ``"model"``, ``"strategy"``, ``"scale"`` or ``"name"``.
+    """
+
+    def __init__(self, message: str, part: str) -> None:
+        super().__init__(message)
+        self.part = part
+
+
+def check_model(model: str, strategy: str | None = None, scale: int | None = None) -> None:
+    """Check a model name, its strategy and (if given) a scale against ``mrsr.models.MODEL_REGISTRY``.
+
+    Args:
+        model: registry name.
+        strategy: the strategy (None for models without strategies).
+        scale: the scale, or None to check only model and strategy.
+
+    Raises:
+        JobError: naming the first part at fault and listing what the registry allows.
+    """
+    from mrsr.models import MODEL_REGISTRY  # deferred: torch is imported only when a model is named
+
+    spec = MODEL_REGISTRY.get(model)
+    if spec is None:
+        raise JobError(f"unknown model {model!r}; known: {', '.join(sorted(MODEL_REGISTRY))}", "model")
+    if strategy not in spec.strategies:
+        allowed = ", ".join(s for s in spec.strategies if s is not None)
+        if not allowed:
+            problem = f"takes no strategy, but {strategy!r} was given"
+        elif strategy is None:
+            problem = f"needs a strategy: one of {allowed}"
+        else:
+            problem = f"has no strategy {strategy!r}; one of {allowed}"
+        raise JobError(f"model {model!r} {problem}", "strategy")
+    if scale is not None and scale not in spec.scales:
+        raise JobError(f"model {model!r} supports scales {', '.join(map(str, spec.scales))}, not {scale}", "scale")
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
@@ -58,20 +102,15 @@ def validate_config(config: dict[str, Any], base_dir: str | Path | None = None) 
         if f"x{scale}" not in config["patches"]:
             raise ConfigError(f"config key 'patches.x{scale}': missing although scale {scale} is in 'scales'")
     for i, exp in enumerate(config["experiments"]):
-        from mrsr.models import MODEL_REGISTRY  # deferred: torch import only when needed
-
-        spec = MODEL_REGISTRY.get(exp["model"])
-        if spec is None:
-            raise ConfigError(
-                f"config key 'experiments.{i}.model': unknown model {exp['model']!r}; known: {sorted(MODEL_REGISTRY)}"
-            )
-        if exp.get("strategy") not in spec.strategies:
-            raise ConfigError(
-                f"config key 'experiments.{i}.strategy': {exp.get('strategy')!r} not one of {spec.strategies}"
-            )
+        try:
+            for s in exp["scales"] or [None]:
+                check_model(exp["model"], exp.get("strategy"), s)
+        except JobError as exc:
+            key = "scales" if exc.part == "scale" else exc.part
+            raise ConfigError(f"config key 'experiments.{i}.{key}': {exc}") from exc
         for s in exp["scales"]:
-            if s not in spec.scales or s not in config["scales"]:
-                raise ConfigError(f"config key 'experiments.{i}.scales': scale {s} not available for {exp['model']}")
+            if s not in config["scales"]:
+                raise ConfigError(f"config key 'experiments.{i}.scales': scale {s} is not in 'scales' {config['scales']}")
     return config
 
 
@@ -110,20 +149,31 @@ def load_config(path: str | Path, base_dir: str | Path | None = None) -> dict[st
     In a workflow job, MRSR_CONFIG_SHA256 holds the digest of the profile file when the run was
     planned; a file edited since then is refused, so a job never runs on settings other than
     those Snakemake compared when it decided to run it.
+
+    Raises:
+        ConfigError: starting with the file's path: missing, a folder, unreadable, not YAML,
+            edited since the workflow run was planned, or invalid (then naming the key too).
     """
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(f"{path}: config file does not exist")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a config file")
     expected = os.environ.get("MRSR_CONFIG_SHA256")
     if expected and file_sha256(path) != expected:
-        raise ConfigError(f"config file {path} changed after this workflow run was planned; run snakemake again")
+        raise ConfigError(f"{path}: config file changed after this workflow run was planned; run snakemake again")
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path}: not valid YAML ({exc})") from exc
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    except (OSError, UnicodeDecodeError) as exc:  # unreadable (permissions) or a binary file
+        raise ConfigError(f"{path}: config file cannot be read ({exc})") from exc
     if not isinstance(config, dict):
-        raise ConfigError(f"config file {path}: expected a mapping at the top level")
-    return validate_config(config, base_dir)
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return validate_config(config, base_dir)
+    except ConfigError as exc:  # name the file too: a command may read more than one config
+        raise ConfigError(f"{path}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -141,9 +191,29 @@ class Job:
 
     @classmethod
     def from_name(cls, name: str) -> Job:
-        parts = name.split("_")
-        scale = int(parts[-1].lstrip("x"))
-        return cls(parts[0], parts[1] if len(parts) == 3 else None, scale)
+        """Parse and check a job name: ``MODEL_xSCALE`` or ``MODEL_STRATEGY_xSCALE``.
+
+        Args:
+            name: e.g. ``proposed_multi_x2`` or ``srcnn_x3``.
+
+        Raises:
+            JobError: the name is malformed, or names a model, strategy or scale the registry lacks
+                (the message lists what is valid).
+        """
+        match = _JOB_NAME.fullmatch(name)
+        if match is None:
+            raise JobError(f"{name}: not a job name; expected MODEL_xSCALE or MODEL_STRATEGY_xSCALE, "
+                           "e.g. proposed_multi_x2 or srcnn_x3", "name")
+        model, strategy, scale = match["model"], match["strategy"], int(match["scale"])
+        try:
+            check_model(model, strategy, scale)
+        except JobError as exc:
+            raise JobError(f"{name}: {exc}", exc.part) from exc
+        return cls(model, strategy, scale)
+
+
+# Registry names and strategies contain no underscore, so the name splits unambiguously.
+_JOB_NAME = re.compile(r"(?P<model>[a-z0-9]+)(?:_(?P<strategy>[a-z0-9]+))?_x(?P<scale>[0-9]+)")
 
 
 def training_jobs(config: dict[str, Any]) -> list[Job]:
@@ -178,14 +248,13 @@ def model_options(config: dict[str, Any], model: str) -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("configfile", nargs="?", default="config.yaml")
+    parser.add_argument("configfile", nargs="?", default="config.yaml",
+                        help="YAML config to check (default: config.yaml); data folders are resolved "
+                             "against the current folder")
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.configfile, base_dir=Path.cwd())  # paths are relative to the repository
-    except ConfigError as exc:
-        print(f"error: {exc}")
-        return 2
+    # A ConfigError reaches mrsr.cli.main, which prints it as one line and exits 2.
+    config = load_config(args.configfile, base_dir=Path.cwd())  # paths are relative to the repository
     print(f"{args.configfile}: valid; {len(training_jobs(config))} training jobs")
     return 0

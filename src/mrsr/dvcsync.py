@@ -21,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from mrsr.errors import existing_file
+
 
 def tracked_profile(dvc_yaml: Path) -> str | None:
     """The profile whose folders dvc.yaml's stages name (its ``vars: [{profile: ...}]``)."""
@@ -55,7 +57,8 @@ def up_to_date_stages(outs_by_stage: dict[str, list[str]], plan: dict[str, str])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dvc-yaml", default="dvc.yaml", type=Path, help="the DVC pipeline file")
+    parser.add_argument("--dvc-yaml", default="dvc.yaml", type=existing_file,
+                        help="DVC pipeline whose stages to commit (default: dvc.yaml)")
     parser.add_argument("--profile", help="the profile the workflow just ran (nothing is recorded for another "
                                           "profile than the one dvc.yaml tracks)")
 

@@ -18,13 +18,14 @@ import pandas as pd
 import torch
 
 from mrsr.benchmark import prepare
-from mrsr.config import Job, border_pixels, load_config
+from mrsr.config import Job, JobError, border_pixels, check_model, load_config
 from mrsr.data.patches import degrade
 from mrsr.data.store import load_series, read_index
+from mrsr.errors import UsageError, existing_dir, existing_file, output_file
 from mrsr.io import atomic_path, write_csv, write_json
 from mrsr.metrics import slice_metrics
-from mrsr.models import SuperResolver, build_model
-from mrsr.weights import load_model
+from mrsr.models import MODEL_REGISTRY, SuperResolver, build_model
+from mrsr.weights import check_weights, load_model
 
 SUMMARY_COLUMNS = ["method", "strategy", "scale", "psnr", "ssim", "n_images", "psnr_std", "ssim_std", "psnr_fg"]
 
@@ -77,15 +78,18 @@ def evaluate(model: SuperResolver, store: Path, split: pd.DataFrame, scale: int,
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", required=True, help="registry name, e.g. bicubic or proposed")
-    parser.add_argument("--weights", type=Path, help=".safetensors of a trained model (not for bicubic)")
-    parser.add_argument("--scale", required=True, type=int)
-    parser.add_argument("--store", required=True, type=Path)
-    parser.add_argument("--split", required=True, type=Path)
-    parser.add_argument("--config", required=True, type=Path)
-    parser.add_argument("--out", required=True, type=Path, help="per-image CSV to write")
-    parser.add_argument("--example", type=Path, help="npz to write with the example slice's images")
-    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--method", required=True, choices=sorted(MODEL_REGISTRY), metavar="METHOD",
+                        help=f"registry name, one of {', '.join(sorted(MODEL_REGISTRY))}; "
+                             "every method but bicubic needs --weights")
+    parser.add_argument("--weights", type=existing_file,
+                        help=".safetensors of a trained METHOD model at SCALE (not for bicubic)")
+    parser.add_argument("--scale", required=True, type=int, help="upscaling factor")
+    parser.add_argument("--store", required=True, type=existing_dir, help="slice store folder (mrsr ingest)")
+    parser.add_argument("--split", required=True, type=existing_file, help="split.csv (mrsr split)")
+    parser.add_argument("--config", required=True, type=Path, help="workflow config (evaluate section)")
+    parser.add_argument("--out", required=True, type=output_file, help="per-image CSV to write")
+    parser.add_argument("--example", type=output_file, help="npz to write with the example slice's images")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -94,10 +98,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.weights:
         model, meta = load_model(args.weights)
-        if int(meta["scale"]) != args.scale:
-            raise SystemExit(f"error: {args.weights} was trained for x{meta['scale']}, not x{args.scale}")
+        check_weights(args.weights, meta, model=args.method, scale=args.scale)
         strategy = meta.get("strategy")
+    elif args.method != "bicubic":  # the one registered model without learned weights
+        raise UsageError(f"--weights: required with --method {args.method} (only bicubic runs without trained weights)")
     else:
+        try:
+            check_model(args.method, None, args.scale)
+        except JobError as exc:
+            raise JobError(f"--scale {args.scale}: {exc}", exc.part) from exc
         model, strategy = build_model(args.method, args.scale), None
     split = pd.read_csv(args.split, dtype={"patient_id": str, "series_key": str})
     ecfg = config["evaluate"]
@@ -125,9 +134,9 @@ def summarize(per_image: list[Path]) -> pd.DataFrame:
 
 
 def add_summarize_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, type=Path, help="summary.csv to write")
-    parser.add_argument("--headline", type=Path, help="JSON of headline metrics for `dvc metrics show`")
-    parser.add_argument("inputs", nargs="+", type=Path, help="per-image CSVs")
+    parser.add_argument("--out", required=True, type=output_file, help="summary.csv to write")
+    parser.add_argument("--headline", type=output_file, help="JSON of headline metrics for `dvc metrics show`")
+    parser.add_argument("inputs", nargs="+", type=existing_file, metavar="CSV", help="per-image CSVs (mrsr evaluate)")
 
 
 def headline(summary: pd.DataFrame) -> dict[str, dict[str, float]]:

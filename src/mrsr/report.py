@@ -32,6 +32,7 @@ import yaml  # noqa: E402
 
 from mrsr import paper  # noqa: E402
 from mrsr.config import Job, load_config, training_jobs  # noqa: E402
+from mrsr.errors import existing_file, output_file  # noqa: E402
 from mrsr.io import write_bytes, write_text  # noqa: E402
 from mrsr.metrics import RECIPE  # noqa: E402
 from mrsr.table3 import bf16_rows, size_labels, table3_rows  # noqa: E402
@@ -300,19 +301,19 @@ def render(config: dict[str, Any], inputs: ReportInputs, curves: dict[str, bytes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, type=Path, help="the run's effective configuration (YAML)")
-    parser.add_argument("--summary", required=True, type=Path, help="summary.csv of mrsr summarize")
-    parser.add_argument("--per-image", required=True, nargs="+", type=Path, help="per-image metric CSVs")
-    parser.add_argument("--examples", nargs="*", default=[], type=Path, help="example .npz files for Figure 3")
-    parser.add_argument("--histories", nargs="*", default=[], type=Path, help="training history CSVs")
-    parser.add_argument("--split-summary", required=True, type=Path, help="split.json of mrsr split")
-    parser.add_argument("--ingest", required=True, type=Path, help="ingest.json of the slice store")
-    parser.add_argument("--rejected", required=True, type=Path, help="rejected.csv of the slice store")
-    parser.add_argument("--timing", type=Path, help="table3.csv of mrsr timing (Table 3; optional)")
-    parser.add_argument("--machine", type=Path, help="machine.json of mrsr timing (optional)")
-    parser.add_argument("--loss-plot", type=Path, help="also write the training-loss figure here (PNG)")
-    parser.add_argument("--psnr-plot", type=Path, help="also write the validation-PSNR figure here (PNG)")
-    parser.add_argument("--out", required=True, type=Path, help="the HTML file to write")
+    parser.add_argument("--config", required=True, type=existing_file, help="the run's profile file (YAML)")
+    parser.add_argument("--summary", required=True, type=existing_file, help="summary.csv of mrsr summarize")
+    parser.add_argument("--per-image", required=True, nargs="+", type=existing_file, help="per-image metric CSVs")
+    parser.add_argument("--examples", nargs="*", default=[], type=existing_file, help="example .npz files for Figure 3")
+    parser.add_argument("--histories", nargs="*", default=[], type=existing_file, help="training history CSVs")
+    parser.add_argument("--split-summary", required=True, type=existing_file, help="split.json of mrsr split")
+    parser.add_argument("--ingest", required=True, type=existing_file, help="ingest.json of the slice store")
+    parser.add_argument("--rejected", required=True, type=existing_file, help="rejected.csv of the slice store")
+    parser.add_argument("--timing", type=existing_file, help="table3.csv of mrsr timing (Table 3; optional)")
+    parser.add_argument("--machine", type=existing_file, help="machine.json of mrsr timing (optional)")
+    parser.add_argument("--loss-plot", type=output_file, help="also write the training-loss figure here (PNG)")
+    parser.add_argument("--psnr-plot", type=output_file, help="also write the validation-PSNR figure here (PNG)")
+    parser.add_argument("--out", required=True, type=output_file, help="the HTML file to write")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from mrsr.benchmark import (FLOP_METHOD, bf16_psnr, burn_in, count_flops, cpu_in
                             resolve_threads, roofline_of_run, to_input)
 from mrsr.config import Job, border_pixels, load_config
 from mrsr.data.patches import degrade
+from mrsr.errors import existing_dir, existing_file, output_file
 from mrsr.evaluate import select_test_rows, test_slices
 from mrsr.io import write_csv, write_json
 from mrsr.models import SuperResolver, build_model
@@ -95,18 +96,27 @@ def time_method(name: str, model: SuperResolver, scale: int, by_size: dict[str, 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, type=Path)
-    parser.add_argument("--store", required=True, type=Path)
-    parser.add_argument("--split", required=True, type=Path)
-    parser.add_argument("--out", required=True, type=Path, help="CSV, one row per (method, scale, size, dtype)")
-    parser.add_argument("--machine", required=True, type=Path, help="JSON: CPU, threads, roofline, versions")
+    parser.add_argument("--config", required=True, type=Path, help="workflow config (timing section, scales)")
+    parser.add_argument("--store", required=True, type=existing_dir, help="slice store folder (mrsr ingest)")
+    parser.add_argument("--split", required=True, type=existing_file, help="split.csv (mrsr split)")
+    parser.add_argument("--out", required=True, type=output_file, help="CSV, one row per (method, scale, size, dtype)")
+    parser.add_argument("--machine", required=True, type=output_file, help="JSON: CPU, threads, roofline, versions")
     parser.add_argument("--threads", type=int, help="torch threads (overrides timing.threads; 0 = every core)")
-    parser.add_argument("weights", nargs="*", type=Path, help=".safetensors of the trained models to time")
+    parser.add_argument("weights", nargs="*", type=existing_file, metavar="WEIGHTS",
+                        help=".safetensors of the trained models to time (rows are named after their sidecars)")
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     tcfg = timing_config(config)
+    # Every model is loaded (a bad weights file refused) before the slow part starts.
+    methods: list[tuple[str, SuperResolver, int]] = [(f"bicubic_x{s}", build_model("bicubic", s), s)
+                                                     for s in config["scales"]]
+    for path in args.weights:
+        model, meta = load_model(path)
+        # Rows are labelled from the sidecar, not the file name: a renamed file keeps its model's name.
+        job = Job(meta["model"], meta["strategy"], int(meta["scale"]))
+        methods.append((job.name, model, job.scale))
     threads = resolve_threads(tcfg["threads"] if args.threads is None else args.threads)
     torch.set_num_threads(threads)
     split = pd.read_csv(args.split, dtype={"patient_id": str, "series_key": str})
@@ -114,11 +124,6 @@ def run(args: argparse.Namespace) -> int:
     by_size = slices_by_size([hr for _, hr in test_slices(args.store, split, rows)], tcfg["sizes"])
     burn_in()
     before = matmul_gflops(tcfg["roofline_n"])
-    methods: list[tuple[str, SuperResolver, int]] = [(f"bicubic_x{s}", build_model("bicubic", s), s)
-                                                     for s in config["scales"]]
-    for path in args.weights:
-        model, meta = load_model(path)
-        methods.append((Path(path).stem, model, int(meta["scale"])))
     records = []
     for name, model, scale in methods:
         records += time_method(name, model, scale, by_size, tcfg, border_pixels(config, scale))

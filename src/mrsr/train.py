@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from mrsr.config import Job, border_pixels, job_train_settings, load_config, model_options
+from mrsr.errors import UsageError, arg_type, existing_file, output_file
 from mrsr.io import atomic_path, write_csv, write_json
 from mrsr.metrics import crop_border, psnr
 from mrsr.models import SuperResolver, build_model
@@ -308,19 +309,22 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--job", required=True, help="e.g. proposed_multi_x2 or srcnn_x3")
-    parser.add_argument("--patches", required=True, type=Path)
-    parser.add_argument("--config", required=True, type=Path)
-    parser.add_argument("--out", required=True, type=Path, help="weights .safetensors to write")
+    parser.add_argument("--job", required=True, type=arg_type(Job.from_name),
+                        help="MODEL_xSCALE or MODEL_STRATEGY_xSCALE, e.g. proposed_multi_x2 or srcnn_x3")
+    parser.add_argument("--patches", required=True, type=existing_file, help="the scale's patches .npz (mrsr patches)")
+    parser.add_argument("--config", required=True, type=Path, help="workflow config (train section, model options)")
+    parser.add_argument("--out", required=True, type=output_file, help="weights .safetensors to write")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (overrides train.threads)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out.suffix != ".safetensors":  # save_weights would refuse it, but only after training
+        raise UsageError(f"--out {args.out}: weights are written as .safetensors (with a .json sidecar)")
     config = load_config(args.config)
     if args.threads:
         config["train"]["threads"] = args.threads
     try:
-        train(Job.from_name(args.job), args.patches, args.out, config)
+        train(args.job, args.patches, args.out, config)
     except NonFiniteLossError as exc:
         print(f"error: {exc}")
         return 3

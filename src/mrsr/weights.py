@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from mrsr.errors import UsageError
 from mrsr.io import atomic_path, write_json
 from mrsr.models import SuperResolver, build_model
 
@@ -23,8 +24,12 @@ PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"}
 REQUIRED_KEYS = ("model", "scale", "strategy")
 
 
-class WeightsError(ValueError):
+class WeightsError(UsageError, ValueError):
     """A weights file that cannot be used, with the reason."""
+
+
+class WeightsMismatchError(WeightsError):
+    """Weights of another model or scale than the one asked for."""
 
 
 def sidecar_path(weights: str | Path) -> Path:
@@ -72,6 +77,27 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
     if missing:
         raise WeightsError(f"{side}: missing keys {missing}")
     return meta
+
+
+def check_weights(path: str | Path, meta: dict[str, Any], model: str | None = None, scale: int | None = None) -> None:
+    """Refuse weights whose sidecar names another model or scale than the one asked for.
+
+    Without this, a command would run (and label) the sidecar's model under the name it was asked for.
+
+    Args:
+        path: the weights file (named in the message).
+        meta: its sidecar (:func:`read_sidecar`, :func:`load_model`).
+        model: the registry name asked for, or None to accept any.
+        scale: the scale asked for, or None to accept any.
+
+    Raises:
+        WeightsMismatchError: naming the file, what its sidecar says and what was asked.
+    """
+    if model is not None and meta["model"] != model:
+        raise WeightsMismatchError(
+            f"{path}: weights of model {meta['model']!r} (sidecar {sidecar_path(path).name}), not of {model!r}")
+    if scale is not None and int(meta["scale"]) != scale:
+        raise WeightsMismatchError(f"{path}: trained for x{meta['scale']}, not x{scale}")
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[SuperResolver, dict[str, Any]]:

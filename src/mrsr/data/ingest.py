@@ -115,7 +115,9 @@ def ingest(source: str, input_dir: str | Path, out_dir: str | Path) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source", choices=["sample", "local"], default="local")
+    parser.add_argument("--source", choices=["sample", "local"], default="local",
+                        help="sample: the embedded NIfTI sample (its 1 mm spacing is recorded as unknown); "
+                             "local: NIfTI and DICOM files in any layout (default)")
     parser.add_argument("--input", required=True, type=Path, help="folder to read")
     parser.add_argument("--out", required=True, type=Path, help="slice store folder to write")
 

@@ -20,6 +20,7 @@ import pandas as pd
 
 from mrsr.config import load_config
 from mrsr.data.store import read_index
+from mrsr.errors import existing_dir, output_file
 from mrsr.io import write_csv, write_json
 
 
@@ -67,9 +68,9 @@ def summarize(series: pd.DataFrame, by: str, seed: int) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", required=True, type=Path)
-    parser.add_argument("--config", required=True, type=Path)
-    parser.add_argument("--out", required=True, type=Path, help="split.csv to write (split.json beside it)")
+    parser.add_argument("--store", required=True, type=existing_dir, help="slice store folder (mrsr ingest)")
+    parser.add_argument("--config", required=True, type=Path, help="workflow config (its split section)")
+    parser.add_argument("--out", required=True, type=output_file, help="split.csv to write (split.json beside it)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mrsr.errors import InputFileError
 from mrsr.io import atomic_path, write_csv, write_json
 
 INDEX_COLUMNS = [
@@ -173,8 +174,8 @@ class SliceStoreWriter:
 def read_index(store_dir: str | Path) -> pd.DataFrame:
     """Read a store's index.csv, with a clear error when the store is incomplete."""
     path = Path(store_dir) / "index.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no slice index (run the ingest step first)")
+    if not path.is_file():
+        raise InputFileError(f"{path}: no slice index (run the ingest step first)")
     frame = pd.read_csv(path, dtype={"patient_id": str, "series_uid": str, "series_key": str})
     missing = [c for c in INDEX_COLUMNS if c not in frame.columns]
     if missing:
