@@ -113,7 +113,8 @@ def resize_tensor(in_len: int, out_len: int, antialias: bool, dtype: torch.dtype
     The matrix depends only on Python ints, so under ``torch.compile`` it is a constant: Dynamo calls
     this once while tracing and bakes the tensor into the graph (``assume_constant_result``), instead
     of tracing the NumPy code, which it cannot (``ndarray.setflags``) and which would be recomputed at
-    every step if it could. Compiled and CUDA-graph steps therefore only see a constant matrix.
+    every step if it could. Compiled and CUDA-graph steps therefore only see a constant matrix. (With
+    dynamic shapes the sizes are symbols and this call is a graph break; training shapes are static.)
     """
     return _resize_tensor(in_len, out_len, antialias, dtype, device)
 
