@@ -52,8 +52,8 @@ JOB = "proposed_multi_x2"
 TARGET_MFU = 0.25  # proposed multi x2, batch 128, of the bf16 datasheet peak
 TARGET_PROTOCOL_MIN = 45.0  # all 18 jobs of the paper's protocol on one H100
 # Seconds per part at most (the whole run is also capped by --budget-s).
-BUDGETS = {"env": 10, "train_modes": 120, "bench_on": 110, "upscale": 40, "snakemake": 80,
-           "bench_off": 30, "deterministic": 45, "sharing": 35}
+BUDGETS = {"env": 10, "train_modes": 110, "bench_on": 100, "upscale": 35, "snakemake": 110,
+           "bench_off": 30, "deterministic": 40, "sharing": 35}
 SHARING_JOBS = [("espcn", None, 2), ("fsrcnn", None, 2), ("srcnn", None, 2), ("proposed", "multi", 2)]
 
 
