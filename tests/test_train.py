@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 
 from mrsr.config import Job, job_train_settings
 from mrsr.models import build_model
-from mrsr.train import FastPath, NonFiniteLossError, TrainConfig, make_train_step, train
+from mrsr.fastpath import FastPath
+from mrsr.train import HISTORY_COLUMNS, NonFiniteLossError, TrainConfig, make_train_step, train
 from mrsr.weights import WeightsError, load_model
 
 
@@ -44,7 +45,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, patches, tiny_con
     assert (meta["model"], meta["scale"], meta["strategy"]) == ("proposed", 2, "multi")
     assert meta["config"]["train"]["epochs"] == 3 and "git_revision" in meta
     hist = (tmp_path / "b" / "proposed_multi_x2.history.csv").read_text().splitlines()
-    assert hist[0].split(",") == ["epoch", "loss", "lr", "grad_norm", "val_psnr", "seconds"] and len(hist) == 4
+    assert hist[0].split(",") == HISTORY_COLUMNS and len(hist) == 4
     model, _ = load_model(resumed)
     assert model(torch.rand(1, 1, 9, 11)).shape == (1, 1, 18, 22)
     assert not resumed.with_name("proposed_multi_x2.ckpt.safetensors").exists()
@@ -70,7 +71,7 @@ def test_deferred_loss_check_names_the_same_step(tmp_path, patches, tiny_config,
     job = Job("proposed", "multi", 2)
     with pytest.raises(NonFiniteLossError) as every_step:
         train(job, patches, tmp_path / "a.safetensors", tiny_config)
-    monkeypatch.setattr("mrsr.train.sync_interval", lambda device: 4)
+    monkeypatch.setattr("mrsr.fastpath.sync_interval", lambda device: 4)
     with pytest.raises(NonFiniteLossError) as deferred:
         train(job, patches, tmp_path / "b.safetensors", tiny_config)
     step = lambda exc: re.search(r"step (\d+)", str(exc.value)).group(1)  # noqa: E731
@@ -93,9 +94,10 @@ def test_experiment_overrides_the_training_budget(tmp_path, patches, tiny_config
 
 def test_fast_path_switches_train_on_the_cpu(tmp_path, patches, tiny_config):
     """bf16 autocast and channels_last (the GPU defaults) also run on the CPU, with finite losses."""
-    assert FastPath.resolve(TrainConfig(), torch.device("cuda")) == FastPath(True, True, "default")
-    assert FastPath.resolve(TrainConfig(), torch.device("cpu")) == FastPath(False, False, None)
-    assert FastPath.resolve(TrainConfig(compile="cudagraphs"), torch.device("cpu")).compile_mode == "reduce-overhead"
+    cuda = FastPath.resolve(TrainConfig(), torch.device("cuda"))  # tests/test_compile.py: every switch
+    assert (cuda.bf16, cuda.channels_last, cuda.compile_mode) == (True, True, "reduce-overhead")
+    cpu = FastPath.resolve(TrainConfig(), torch.device("cpu"))
+    assert (cpu.bf16, cpu.channels_last, cpu.compile_mode) == (False, False, None)
     tiny_config["train"].update(epochs=1, steps_per_epoch=2, amp="bf16", channels_last="on")
     history = train(Job("proposed", "multi", 2), patches, tmp_path / "f.safetensors", tiny_config)
     assert np.isfinite(history[0]["loss"]) and history[0]["loss"] > 0

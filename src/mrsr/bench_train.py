@@ -25,19 +25,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from mrsr.config import Job, job_train_settings, load_config, model_options, training_jobs
 from mrsr.data.patches import hr_patch_size
 from mrsr.errors import UsageError
+from mrsr.fastpath import FastPath, device_name, flops_per_sample, mfu, peak_tflops, pick_device, synchronize
 from mrsr.models import MODEL_REGISTRY, build_model
-from mrsr.train import FastPath, TrainConfig, make_optimizer, make_train_step, pick_device
+from mrsr.train import TrainConfig, make_optimizer, make_train_step
 
-# Dense (no sparsity) bf16 tensor-core peaks from the vendors' datasheets, TFLOP/s.
-BF16_PEAK_TFLOPS = {
-    "H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 NVL": 835.0, "H100 PCIe": 756.0, "H100": 756.0,
-    "H200": 989.4, "GH200": 989.4, "A100": 312.0, "L40S": 362.1, "A10G": 70.0, "L4": 121.0,
-}
 PAPER_X2_EPOCH_PATCHES = 175_000  # the issue's size of one paper epoch at x2
 PAPER_EPOCHS = 100
 
@@ -59,62 +54,26 @@ class TrainBenchmark:
     paper_epoch_patches: int
     paper_epoch_s: float
     paper_100_epochs_min: float
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def measured_matmul_tflops(device: torch.device, dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
-    """Best TFLOP/s of an n x n matrix product on ``device`` (the roofline when no datasheet fits)."""
-    if device.type == "cpu":
-        n = min(n, 2048)
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    torch.mm(a, b)
-    synchronize(device)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        synchronize(device)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e12
-
-
-def peak_tflops(device: torch.device, bf16: bool) -> tuple[float, str]:
-    """(peak TFLOP/s, "datasheet" | "measured") for the precision training runs in."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key in sorted(BF16_PEAK_TFLOPS, key=len, reverse=True):  # most specific name first
-            if key in name:
-                return BF16_PEAK_TFLOPS[key], "datasheet"
-    return measured_matmul_tflops(device, torch.bfloat16 if bf16 else torch.float32), "measured"
-
-
-def flops_per_sample(job: Job, options: dict[str, Any], lr_size: int, hr_size: int) -> float:
-    """Forward + backward FLOPs per training patch (counted on a small CPU batch, fp32)."""
-    model = build_model(job.model, job.scale, job.strategy, **options)
-    batch = 4
-    lr = torch.rand(batch, 1, lr_size, lr_size)
-    with FlopCounterMode(display=False) as counter:
-        outputs = model.loss_outputs(lr)
-        sum(out[..., :hr_size, :hr_size].float().mean() for out in outputs).backward()
-    return counter.get_total_flops() / batch
+    timed_steps: int
+    timed_s: float
+    started_at: float  # Unix time at which the timed steps began (jobs sharing a GPU overlap)
 
 
 def benchmark_job(job: Job, config: dict[str, Any], steps: int, warmup: int,
-                  batch_size: int | None = None, epoch_patches: int = PAPER_X2_EPOCH_PATCHES) -> TrainBenchmark:
-    """Time ``steps`` training steps of ``job`` after ``warmup`` (which includes any compilation)."""
+                  batch_size: int | None = None, epoch_patches: int = PAPER_X2_EPOCH_PATCHES,
+                  not_before: float | None = None) -> TrainBenchmark:
+    """Time ``steps`` training steps of ``job`` after ``warmup`` (which includes any compilation).
+
+    Args:
+        job: the job; its ``train`` settings (with the experiment's overrides) give the fast path.
+        config: the validated workflow config.
+        steps: timed steps.
+        warmup: untimed steps first.
+        batch_size: override ``train.batch_size``.
+        epoch_patches: patches in one paper epoch at x2, for the projections.
+        not_before: Unix time before which the timed steps do not start (several processes sharing
+            one GPU then time the same interval).
+    """
     cfg = TrainConfig.from_config(job_train_settings(config, job))
     if batch_size:
         cfg.batch_size = batch_size
@@ -122,8 +81,11 @@ def benchmark_job(job: Job, config: dict[str, Any], steps: int, warmup: int,
     fast = FastPath.resolve(cfg, device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if device.type == "cuda" and not cfg.deterministic:
-        torch.backends.cudnn.benchmark = True
+    fast.apply()  # the backend flags training runs with (deterministic algorithms included)
+    # Every job compiles the same function (make_train_step's forward_loss), and Dynamo keeps at most
+    # recompile_limit (8) versions of one function: without a reset the 9th job of a config would
+    # silently run eager. A reset also frees the previous job's CUDA graphs.
+    torch._dynamo.reset()
     torch.manual_seed(cfg.seed)
     options = model_options(config, job.model)
     model = build_model(job.model, job.scale, job.strategy, **options).to(device)
@@ -136,7 +98,7 @@ def benchmark_job(job: Job, config: dict[str, Any], steps: int, warmup: int,
     pool = max(8 * cfg.batch_size, 1024)
     lr_all = torch.rand(pool, 1, lr_size, lr_size, device=device)
     hr_all = torch.rand(pool, 1, hr_size, hr_size, device=device)
-    step = make_train_step(model, make_optimizer(model, cfg), fast, device)
+    step = make_train_step(model, make_optimizer(model, cfg, fast), fast, device)
     clip = cfg.clip_theta
     order = torch.randint(0, pool, ((warmup + steps) * cfg.batch_size,), device=device)
 
@@ -147,6 +109,9 @@ def benchmark_job(job: Job, config: dict[str, Any], steps: int, warmup: int,
 
     run(0, warmup)
     synchronize(device)
+    if not_before is not None:
+        time.sleep(max(0.0, not_before - time.time()))
+    started_at = time.time()
     t0 = time.perf_counter()
     run(warmup, steps)
     synchronize(device)
@@ -154,7 +119,6 @@ def benchmark_job(job: Job, config: dict[str, Any], steps: int, warmup: int,
 
     samples_per_s = steps * cfg.batch_size / seconds
     per_sample = flops_per_sample(job, options, lr_size, hr_size)
-    achieved = samples_per_s * per_sample / 1e12
     peak, source = peak_tflops(device, fast.bf16)
     # Patches per paper epoch at this scale: the x2 figure times the ratio of patch-grid densities
     # (HR-space stride = LR stride x scale).
@@ -162,9 +126,10 @@ def benchmark_job(job: Job, config: dict[str, Any], steps: int, warmup: int,
     epoch = round(epoch_patches * (x2_stride / (patch["lr_stride"] * job.scale)) ** 2)
     return TrainBenchmark(
         job=job.name, device=device_name(device), batch_size=cfg.batch_size, fast_path=asdict(fast),
-        samples_per_s=samples_per_s, flops_per_sample=per_sample, achieved_tflops=achieved,
-        peak_tflops=peak, peak_source=source, mfu=achieved / peak, paper_epoch_patches=epoch,
+        samples_per_s=samples_per_s, flops_per_sample=per_sample, achieved_tflops=samples_per_s * per_sample / 1e12,
+        peak_tflops=peak, peak_source=source, mfu=mfu(samples_per_s, per_sample, peak), paper_epoch_patches=epoch,
         paper_epoch_s=epoch / samples_per_s, paper_100_epochs_min=PAPER_EPOCHS * epoch / samples_per_s / 60,
+        timed_steps=steps, timed_s=seconds, started_at=started_at,
     )
 
 
@@ -181,17 +146,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--amp", choices=["auto", "bf16", "off"], help="override train.amp")
     parser.add_argument("--compile", choices=["auto", "on", "cudagraphs", "off"], help="override train.compile")
     parser.add_argument("--channels-last", choices=["auto", "on", "off"], help="override train.channels_last")
+    parser.add_argument("--deterministic", choices=["on", "off"], help="override train.deterministic (on: cuDNN "
+                        "autotuning off, deterministic algorithms; what it costs)")
+    parser.add_argument("--not-before", type=float, help="Unix time at which the timed steps start, at the "
+                        "earliest (processes sharing a GPU time the same interval)")
     parser.add_argument("--epoch-patches", type=int, default=PAPER_X2_EPOCH_PATCHES,
                         help="patches in one paper epoch at x2, for the projections")
     parser.add_argument("--json", action="store_true", help="print one JSON object per line")
+    parser.add_argument("--keep-going", action="store_true", help="a job that fails prints its error (a JSON "
+                        "object with 'error' under --json) and the others still run; exit status 1")
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    for key in ("device", "amp", "compile", "channels_last"):
+    for key in ("device", "amp", "compile", "channels_last", "deterministic"):
         value = getattr(args, key)
         if value:
-            config["train"][key] = value
+            config["train"][key] = {"on": True, "off": False}[value] if key == "deterministic" else value
             for exp in config["experiments"]:  # a command-line choice beats every per-job setting
                 (exp.get("train") or {}).pop(key, None)
     jobs = [
@@ -203,8 +174,19 @@ def run(args: argparse.Namespace) -> int:
         trained = ", ".join(job.name for job in training_jobs(config))
         raise UsageError(f"{args.config} trains no job matching model={args.model} scale={args.scale} "
                          f"strategy={args.strategy} (it trains {trained})")
+    failed = 0
     for job in jobs:
-        result = benchmark_job(job, config, args.steps, args.warmup, args.batch_size, args.epoch_patches)
+        try:
+            result = benchmark_job(job, config, args.steps, args.warmup, args.batch_size, args.epoch_patches,
+                                   args.not_before)
+        except Exception as exc:
+            if not args.keep_going:
+                raise
+            failed += 1
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            print(json.dumps({"job": job.name, "error": error}) if args.json else f"{job.name:22s} failed: {error}",
+                  flush=True)
+            continue
         if args.json:
             print(json.dumps(asdict(result)), flush=True)
         else:
@@ -212,4 +194,4 @@ def run(args: argparse.Namespace) -> int:
                   f"  MFU {100 * result.mfu:5.1f}% of {result.peak_tflops:.3g} TFLOP/s ({result.peak_source})"
                   f"  paper epoch {result.paper_epoch_s:8.1f} s  100 epochs {result.paper_100_epochs_min:7.1f} min",
                   flush=True)
-    return 0
+    return 1 if failed else 0

@@ -189,6 +189,13 @@ class Job:
         """File stem of the job's outputs, e.g. ``proposed_multi_x2`` or ``srcnn_x3``."""
         return f"{self.model}_{self.strategy}_x{self.scale}" if self.strategy else f"{self.model}_x{self.scale}"
 
+    @property
+    def gpu_slots(self) -> int:
+        """Its share of one GPU when training jobs share a card (rule ``train``'s ``gpu_slots``)."""
+        from mrsr.models import gpu_slots  # deferred: torch import only when needed
+
+        return gpu_slots(self.model)
+
     @classmethod
     def from_name(cls, name: str) -> Job:
         """Parse and check a job name: ``MODEL_xSCALE`` or ``MODEL_STRATEGY_xSCALE``.

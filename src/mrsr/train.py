@@ -5,16 +5,19 @@ One readable loop (nanoGPT style). The paper's protocol: He init, SGD momentum 0
 (VDSR: the gradient norm is clipped to theta / lr). Every knob is a config key (``train.*``).
 
 - Batches are drawn by indexing tensors that live on the training device (no per-sample Python).
-- GPU fast path (``train.amp``, ``train.channels_last``, ``train.compile``; ``auto`` turns each on
-  for CUDA only): bf16 autocast, channels_last activations, torch.compile (optionally with CUDA
-  graphs), and no host synchronisation inside an epoch except every ``sync_interval`` steps.
+- GPU fast path (``train.amp``, ``train.channels_last``, ``train.compile``), resolved per device in
+  one place, :class:`mrsr.fastpath.FastPath`: on CUDA ``auto`` means bf16 autocast, channels_last,
+  torch.compile with CUDA graphs and a fused optimiser; the loss is read back to the host only every
+  ``sync_every`` steps (50 on a GPU, every step on the CPU, where ``auto`` is plain fp32 eager).
 - The epoch's patch order comes from a generator seeded with (seed, epoch), so a resumed run sees
   exactly the batches an uninterrupted one would.
-- A checkpoint (weights, optimiser state, history) is written atomically after every epoch; a
+- A checkpoint (weights, optimiser state, history) is written atomically at the end of an epoch once
+  ``train.checkpoint_every_s`` seconds (default 300; 0: every epoch) have passed since the last; a
   restarted job resumes from it. A NaN or Inf loss stops the job naming epoch and step, and leaves
   the last good checkpoint in place.
-- Outputs: ``WEIGHTS.safetensors`` + ``WEIGHTS.json`` sidecar, and a history CSV (epoch, loss, lr,
-  grad_norm, val_psnr, seconds).
+- Outputs: ``WEIGHTS.safetensors`` + ``WEIGHTS.json`` sidecar (with ``timing``: seconds by phase,
+  steady samples/s, MFU), and a history CSV (epoch, loss, lr, grad_norm, val_psnr, seconds, and the
+  epoch's seconds by phase: steps_s, val_s, checkpoint_s, with samples_per_s).
 """
 
 from __future__ import annotations
@@ -36,22 +39,17 @@ from tqdm import tqdm
 
 from mrsr.config import Job, border_pixels, job_train_settings, load_config, model_options
 from mrsr.errors import UsageError, arg_type, existing_file, output_file
+from mrsr.fastpath import FastPath, datasheet_peak_tflops, flops_per_sample, mfu, pick_device, synchronize
 from mrsr.io import atomic_path, write_csv, write_json
 from mrsr.metrics import crop_border, psnr
 from mrsr.models import SuperResolver, build_model
 from mrsr.weights import git_revision, save_weights
 
 
-HISTORY_COLUMNS = ["epoch", "loss", "lr", "grad_norm", "val_psnr", "seconds"]
-
-
-def sync_interval(device: torch.device) -> int:
-    """Steps between reads of the loss back to the host (the finiteness check and progress bar).
-
-    On a GPU a read every step would stall the queue, so it happens every 50 steps (the check still
-    names the first bad step); on the CPU the read is free.
-    """
-    return 1 if device.type == "cpu" else 50
+# seconds = steps_s + val_s + checkpoint_s + the epoch's set-up; steps_s of the first epoch includes
+# compilation (first_step_s in the weights sidecar's "timing").
+HISTORY_COLUMNS = ["epoch", "loss", "lr", "grad_norm", "val_psnr", "seconds", "steps_s", "samples_per_s",
+                   "val_s", "checkpoint_s"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -81,48 +79,36 @@ class TrainConfig:
     amp: str = "auto"
     channels_last: str = "auto"
     compile: str = "auto"
+    checkpoint_every_s: float = 300.0
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> TrainConfig:
         return cls(**section)
 
 
-@dataclass(frozen=True)
-class FastPath:
-    """The resolved GPU fast-path switches for one device (``auto`` means on for CUDA only)."""
-
-    bf16: bool
-    channels_last: bool
-    compile_mode: str | None  # None, "default" or "reduce-overhead" (CUDA graphs)
-
-    @classmethod
-    def resolve(cls, cfg: TrainConfig, device: torch.device) -> FastPath:
-        cuda = device.type == "cuda"
-        bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and cuda)
-        channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and cuda)
-        mode = {"on": "default", "cudagraphs": "reduce-overhead", "off": None}.get(cfg.compile, "default" if cuda else None)
-        return cls(bf16, channels_last, mode)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fast: FastPath | None = None) -> torch.optim.Optimizer:
+    """SGD or Adam per ``cfg``; fused into one kernel per step where ``fast`` says it is supported."""
+    extra = fast.optimizer_options() if fast is not None else {}
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               **extra)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
 
 
 def make_train_step(model: SuperResolver, optimizer: torch.optim.Optimizer, fast: FastPath,
-                    device: torch.device) -> Any:
+                    device: torch.device, backend: str = "inductor", fullgraph: bool = False) -> Any:
     """Return ``step(lr, hr, clip) -> (loss, grad_norm)``, both 0-d tensors left on the device.
 
     Shared by ``mrsr train`` and ``mrsr benchmark-train`` so the benchmark measures the real loop.
+    The returned tensors belong to the caller, who may keep them across steps (the deferred sync).
+
+    Args:
+        model: the model, on ``device``, in training mode.
+        optimizer: its optimiser.
+        fast: the resolved fast path (autocast, memory format, compilation).
+        device: the training device.
+        backend: ``torch.compile`` backend when ``fast.compile_mode`` is set (tests: ``aot_eager``).
+        fullgraph: make a graph break an error instead of a silent split (tests).
     """
     def forward_loss(lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         # Sum over the model's loss outputs of 1/2 MSE to the HR patch (eqs. 5-7). Outputs are
@@ -132,14 +118,29 @@ def make_train_step(model: SuperResolver, optimizer: torch.optim.Optimizer, fast
         p = hr.shape[-1]
         return sum(0.5 * torch.mean((out[..., :p, :p].float() - hr) ** 2) for out in outputs)
 
-    compute = torch.compile(forward_loss, mode=fast.compile_mode) if fast.compile_mode else forward_loss
+    if fast.compile_mode:
+        # Only the forward and the loss are compiled (AOTAutograd derives the backward); mode
+        # "reduce-overhead" replays both as CUDA graphs. The optimiser step stays eager (fused).
+        options = {"mode": fast.compile_mode} if backend == "inductor" else {}
+        compute = torch.compile(forward_loss, backend=backend, fullgraph=fullgraph, **options)
+    else:
+        compute = forward_loss
     params = [p for p in model.parameters() if p.requires_grad]
     memory_format = torch.channels_last if fast.channels_last else torch.contiguous_format
 
     def step(lr: torch.Tensor, hr: torch.Tensor, clip: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if fast.cuda_graphs:
+            # A new iteration: the CUDA-graph trees may now reuse the previous replay's memory.
+            torch.compiler.cudagraph_mark_step_begin()
         loss = compute(lr.contiguous(memory_format=memory_format), hr)
+        # Under CUDA graphs the loss lives in the graph's static output memory, which the next replay
+        # overwrites, while the caller keeps losses for a deferred host read (every sync_every steps;
+        # a read per step would stall the GPU). So the caller gets a copy: one 4-byte device copy per
+        # step, outside the graph, against the graph's reuse of all its memory. Eager losses are
+        # fresh tensors already.
+        kept = loss.detach().clone() if fast.cuda_graphs else loss.detach()
         if not params:  # bicubic: nothing to learn
-            return loss.detach(), torch.zeros((), device=device)
+            return kept, torch.zeros((), device=device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip is not None:
@@ -147,7 +148,7 @@ def make_train_step(model: SuperResolver, optimizer: torch.optim.Optimizer, fast
         else:
             norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
         optimizer.step()
-        return loss.detach(), norm.detach()
+        return kept, norm.detach()
 
     return step
 
@@ -205,6 +206,32 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     return int(meta["epoch"]), list(meta["history"])
 
 
+def run_timing(timing: dict[str, Any], history: list[dict], job: Job, options: dict[str, Any],
+               patch_sizes: tuple[int, int], device: torch.device) -> dict[str, Any]:
+    """The run's seconds by phase, its steady step rate and its MFU (the weights sidecar's ``timing``).
+
+    Args:
+        timing: ``setup_s`` (config, model, patches to the device) and ``first_step_s`` (compilation).
+        history: the epochs' rows (HISTORY_COLUMNS); a resumed run's earlier rows included.
+        job: the trained job; ``options`` its model options (for the FLOP count).
+        patch_sizes: (LR, HR) patch sides.
+        device: the training device (MFU against its datasheet bf16 peak; None without one).
+    """
+    rows = [r for r in history if r.get("steps_s")]
+    steady = rows[1:] or rows  # the first epoch includes compilation
+    seconds = sum(r["steps_s"] for r in steady)
+    rate = sum(r["samples_per_s"] * r["steps_s"] for r in steady) / seconds if seconds else float("nan")
+    per_sample = flops_per_sample(job, options, *patch_sizes, batch=1)
+    peak = datasheet_peak_tflops(device)
+    total = lambda key: sum(r.get(key) or 0.0 for r in rows)  # noqa: E731
+    return {
+        **timing, "epochs_s": total("seconds"), "steps_s": total("steps_s"), "val_s": total("val_s"),
+        "checkpoint_s": total("checkpoint_s"),
+        "steady_samples_per_s": rate, "flops_per_sample": per_sample,
+        "achieved_tflops": rate * per_sample / 1e12, "mfu": mfu(rate, per_sample, peak) if peak else None,
+    }
+
+
 def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], checkpoint: Path | None = None,
           stop_after_epoch: int | None = None) -> list[dict]:
     """Train ``job`` and write its weights; returns the history (one dict per epoch).
@@ -215,19 +242,16 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
         weights_out: ``.safetensors`` path for the final weights.
         config: the validated workflow config.
         checkpoint: checkpoint path (default: beside the weights, ``.ckpt.safetensors``).
-        stop_after_epoch: stop (as if killed) after this epoch; for tests of resuming.
+        stop_after_epoch: stop (as if killed) after this epoch, with a checkpoint; for tests of resuming.
     """
+    t_setup = time.perf_counter()
     cfg = TrainConfig.from_config(job_train_settings(config, job))
     device = pick_device(cfg.device)
     fast = FastPath.resolve(cfg, device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    elif device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    fast.apply()  # cuDNN autotuning off and deterministic algorithms on when train.deterministic
     options = model_options(config, job.model)
     model = build_model(job.model, job.scale, job.strategy, **options).to(device)
     if fast.channels_last:
@@ -246,15 +270,18 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
     steps = cfg.steps_per_epoch or math.ceil(n / cfg.batch_size)
     border = border_pixels(config, job.scale)
 
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg, fast)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma)
     start, history = 0, []
     if checkpoint.exists() and checkpoint.with_suffix(".json").exists():
         start, history = load_checkpoint(checkpoint, model, optimizer, scheduler, device)
         print(f"{job.name}: resuming after epoch {start} from {checkpoint}")
     train_step = make_train_step(model, optimizer, fast, device)
-    sync_every = sync_interval(device)
+    sync_every = fast.sync_every
     print(f"{job.name}: {n} patches, {steps} steps of {cfg.batch_size} per epoch, device {device}, {fast}")
+    # Where the time goes outside the steps (issue #12: a run took longer than the step rate says).
+    timing: dict[str, Any] = {"setup_s": time.perf_counter() - t_setup, "first_step_s": None}
+    last_checkpoint = time.monotonic()
 
     model.train()
     for epoch in range(start, cfg.epochs):
@@ -268,11 +295,15 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
         losses, norms = [], []
         bar = tqdm(range(steps), desc=f"{job.name} epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not os.isatty(2))
+        t_steps = time.perf_counter()
         for step in bar:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             loss, norm = train_step(lr_all[idx], hr_all[idx], clip)
             losses.append(loss)
             norms.append(norm)
+            if timing["first_step_s"] is None:  # compilation (and CUDA-graph recording) happen here
+                synchronize(device)
+                timing["first_step_s"] = time.perf_counter() - t_steps
             if (step + 1) % sync_every == 0 or step + 1 == steps:
                 recent = torch.stack(losses[-sync_every:]).float().cpu()
                 bad = (~torch.isfinite(recent)).nonzero()
@@ -283,15 +314,32 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
                         f"the last good checkpoint ({checkpoint}) is kept. Lower train.lr or set train.clip_theta."
                     )
                 bar.set_postfix(loss=f"{recent[-1].item():.2e}")
+        steps_s = time.perf_counter() - t_steps  # the last step's loss was read: the GPU is done
         scheduler.step()
-        history.append({
+        t_val = time.perf_counter()
+        val_psnr = validation_psnr(model, val_pairs, border, device)
+        val_s = time.perf_counter() - t_val
+        row = {
             "epoch": epoch + 1, "loss": torch.stack(losses).float().mean().item(), "lr": lr_now,
-            "grad_norm": torch.stack(norms).float().mean().item(),
-            "val_psnr": validation_psnr(model, val_pairs, border, device), "seconds": time.perf_counter() - t0,
-        })
-        print(json.dumps(history[-1]))
-        save_checkpoint(checkpoint, model, optimizer, scheduler, epoch + 1, history)
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+            "grad_norm": torch.stack(norms).float().mean().item(), "val_psnr": val_psnr,
+            "seconds": 0.0, "steps_s": steps_s, "samples_per_s": steps * cfg.batch_size / steps_s,
+            "val_s": val_s, "checkpoint_s": 0.0,
+        }
+        history.append(row)
+        stopping = stop_after_epoch is not None and epoch + 1 >= stop_after_epoch
+        # A checkpoint (a device-to-host copy of weights and optimiser state, and a file write) every
+        # checkpoint_every_s seconds rather than every epoch: a paper epoch of a light model on a GPU
+        # takes about a second. A killed job then redoes at most that much. The last epoch needs
+        # none: the weights are written next.
+        if epoch + 1 < cfg.epochs and (stopping or time.monotonic() - last_checkpoint >= cfg.checkpoint_every_s):
+            t_ckpt = time.perf_counter()
+            row["seconds"] = t_ckpt - t0  # the checkpoint's history is complete up to here
+            save_checkpoint(checkpoint, model, optimizer, scheduler, epoch + 1, history)
+            row["checkpoint_s"] = time.perf_counter() - t_ckpt
+            last_checkpoint = time.monotonic()
+        row["seconds"] = time.perf_counter() - t0
+        print(json.dumps(row))
+        if stopping:
             return history
 
     meta = {
@@ -299,7 +347,8 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
         "train": asdict(cfg), "config": config, "git_revision": git_revision(),
         "patches": {"file": str(patches), "count": n}, "device": str(device),
         "final_val_psnr": history[-1]["val_psnr"] if history else None,
-        "torch": torch.__version__,
+        "torch": torch.__version__, "fast_path": asdict(fast),
+        "timing": run_timing(timing, history, job, options, (lr_all.shape[-1], hr_all.shape[-1]), device),
     }
     save_weights(weights_out, model, meta)
     write_csv(weights_out.with_name(weights_out.stem + ".history.csv"), pd.DataFrame(history, columns=HISTORY_COLUMNS))

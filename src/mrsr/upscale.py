@@ -40,6 +40,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from mrsr.fastpath import DeviceError, pick_device
 from mrsr.upscale_io import (
     DicomJob,
     Outcome,
@@ -111,7 +112,7 @@ class Upscaler:
         bf16: run under bfloat16 autocast.
     """
 
-    def __init__(self, model: nn.Module, device: str = "cpu", tile: int = 256,
+    def __init__(self, model: nn.Module, device: str | torch.device = "cpu", tile: int = 256,
                  overlap: int | None = None, bf16: bool = False) -> None:
         self.model, self.device, self.bf16 = model.to(device).eval(), torch.device(device), bf16
         self.scale = int(model.scale)
@@ -164,7 +165,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--scale", type=int, default=None,
                         help="expected scale; refused if the model was trained for another (default: the model's)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs (default cpu)")
+    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                        help="cpu (default), cuda, or auto (cuda when available)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on GPUs, less exact)")
     parser.add_argument("--tile", type=int, default=256, help="tile size in input pixels (default 256)")
     parser.add_argument("--overlap", type=int, default=None,
@@ -181,18 +183,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {args.model}: the model was trained for x{model.scale}, but --scale {args.scale} "
               f"was asked; use weights trained for x{args.scale}. Nothing was written.", file=sys.stderr)
         return EXIT_SKIPPED
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda asked, but CUDA is not available here (no GPU or a CPU-only "
-              "PyTorch build); use --device cpu.", file=sys.stderr)
+    try:
+        device = pick_device(args.device)
+    except DeviceError as exc:
+        print(f"error: --device: {exc}", file=sys.stderr)
         return EXIT_SKIPPED
-    if args.bf16 and args.device == "cpu":
+    if args.bf16 and device.type == "cpu":
         from mrsr.benchmark import cpu_info
 
         if not cpu_info()["bf16_native"]:
             print("warning: --bf16 on a CPU without bfloat16 instructions (AMX, AVX-512 BF16): emulated, about "
                   "10 times slower than float32 here (docs/benchmarks.md); leave --bf16 out.", file=sys.stderr)
     try:
-        upscaler = Upscaler(model, args.device, args.tile, args.overlap, args.bf16)
+        upscaler = Upscaler(model, device, args.tile, args.overlap, args.bf16)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_SKIPPED

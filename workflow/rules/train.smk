@@ -22,6 +22,10 @@ rule train:
     threads: whole_machine()
     resources:
         gpu=1,
+        # Share of one GPU (src/mrsr/models/__init__.py, ModelSpec.gpu_slots: light baselines 1, the
+        # proposed net, de-CNN and FSCWN 4). `--resources gpu_slots=8` packs jobs onto one card; without
+        # it the resource is unlimited. SLURM ignores it: each job gets its own GPU (gpu=1).
+        gpu_slots=lambda wc: Job.from_name(f"{wc.job}_x{wc.scale}").gpu_slots,
         runtime=lambda wc: 60 if config["profile"] == "paper" else 30,
         mem_mb=8000,
     log:

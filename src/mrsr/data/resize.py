@@ -98,9 +98,37 @@ def mod_crop(hr: np.ndarray, scale: int) -> np.ndarray:
     return hr[..., : rows - rows % scale, : cols - cols % scale]
 
 
+@lru_cache(maxsize=256)
+def _resize_tensor(in_len: int, out_len: int, antialias: bool, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    # Made outside inference mode even when first asked for inside it (validation, upscale): an
+    # inference tensor could not be saved for a later training step's backward.
+    with torch.inference_mode(False):
+        return torch.tensor(resize_matrix(in_len, out_len, antialias), dtype=dtype, device=device)
+
+
+@torch.compiler.assume_constant_result
+def resize_tensor(in_len: int, out_len: int, antialias: bool, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """:func:`resize_matrix` as a cached ``dtype`` tensor on ``device`` (do not modify it in place).
+
+    The matrix depends only on Python ints, so under ``torch.compile`` it is a constant: Dynamo calls
+    this once while tracing and bakes the tensor into the graph (``assume_constant_result``), instead
+    of tracing the NumPy code, which it cannot (``ndarray.setflags``) and which would be recomputed at
+    every step if it could. Compiled and CUDA-graph steps therefore only see a constant matrix. (With
+    dynamic shapes the sizes are symbols and this call is a graph break; training shapes are static.)
+    """
+    return _resize_tensor(in_len, out_len, antialias, dtype, device)
+
+
 def torch_upscale(lr: torch.Tensor, scale: int) -> torch.Tensor:
-    """Bicubic upscaling of a (..., h, w) tensor, differentiable; identical maths to :func:`upscale`."""
+    """Bicubic upscaling of a (..., h, w) tensor, differentiable; identical maths to :func:`upscale`.
+
+    Args:
+        lr: (..., h, w) images.
+        scale: integer factor.
+    Returns:
+        (..., scale*h, scale*w), two matrix products with the cached resize matrices.
+    """
     h, w = lr.shape[-2:]
-    mr = torch.tensor(resize_matrix(h, h * scale, True), dtype=lr.dtype, device=lr.device)
-    mc = torch.tensor(resize_matrix(w, w * scale, True), dtype=lr.dtype, device=lr.device)
+    mr = resize_tensor(h, h * scale, True, lr.dtype, lr.device)  # (scale*h, h)
+    mc = resize_tensor(w, w * scale, True, lr.dtype, lr.device)  # (scale*w, w)
     return mr @ lr @ mc.T

@@ -20,6 +20,16 @@ from mrsr.models.proposed import STRATEGIES, MultiResolutionSR
 from mrsr.models.srcnn import SRCNN
 
 
+# GPU sharing (README, "GPU machines"): `snakemake --resources gpu_slots=8` runs training jobs
+# side by side on one card while their slots sum to at most 8. The weights follow the cost per patch
+# (docs/models.md): the proposed net, de-CNN and FSCWN need about 100 times the FLOPs of SRCNN, FSRCNN
+# and ESPCN. On an H100 the proposed net at batch 128 reaches 13% of the bf16 peak even with CUDA
+# graphs, so two heavy jobs still fit a card; a light job is bound by its host thread (ESPCN x2:
+# 78,458 samples/s with kernels too small to fill the GPU), so eight can overlap.
+GPU_SLOTS_PER_CARD = 8
+LIGHT, HEAVY = 1, 4
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """How to build one registered model, and what it supports.
@@ -29,12 +39,17 @@ class ModelSpec:
         scales: scales the model is defined for.
         strategies: allowed strategies; ``(None,)`` for models without them.
         paper: the publication the model comes from.
+        gpu_slots: its share of one GPU when training jobs share a card (Snakemake resource
+            ``gpu_slots`` of rule ``train``; a card has :data:`GPU_SLOTS_PER_CARD`).
     """
 
     builder: Callable[..., SuperResolver]
     scales: tuple[int, ...] = (2, 3, 4)
     strategies: tuple[str | None, ...] = (None,)
     paper: str = ""
+    gpu_slots: int = LIGHT
+
+
 
 
 def _bicubic(scale: int, strategy: str | None = None, **_: Any) -> SuperResolver:
@@ -70,6 +85,7 @@ MODEL_REGISTRY: dict[str, ModelSpec] = {
     "proposed": ModelSpec(
         _proposed,
         strategies=STRATEGIES,
+        gpu_slots=HEAVY,
         paper="Multi-resolution learning CNN for MR super-resolution (this reproduction's paper)",
     ),
     "srcnn": ModelSpec(
@@ -88,16 +104,25 @@ MODEL_REGISTRY: dict[str, ModelSpec] = {
     ),
     "decnn": ModelSpec(
         _decnn,
+        gpu_slots=HEAVY,
         paper="Oktay et al.: Multi-input cardiac image super-resolution using convolutional neural "
         "networks, MICCAI 2016",
     ),
     "fscwn": ModelSpec(
         _fscwn,
         scales=(2,),
+        gpu_slots=HEAVY,
         paper="Shi, Li, Ying, Wang, Liu, Zhang, Yan: MR image super-resolution via wide residual "
         "networks with fixed skip connection, IEEE JBHI 23(3):1129-1140, 2019",
     ),
 }
+
+
+def gpu_slots(model: str) -> int:
+    """The share of one GPU (out of :data:`GPU_SLOTS_PER_CARD`) that training ``model`` takes."""
+    if model not in MODEL_REGISTRY:
+        raise KeyError(f"unknown model {model!r}; registered: {sorted(MODEL_REGISTRY)}")
+    return MODEL_REGISTRY[model].gpu_slots
 
 
 def build_model(name: str, scale: int, strategy: str | None = None, **options: Any) -> SuperResolver:
