@@ -411,7 +411,7 @@ def test_bad_inputs_are_named_and_the_rest_is_written(tmp_path, weights, capsys)
     for name, reason in [("rgb.dcm", "colour image (RGB"), ("report.dcm", "not an image"),
                          ("odd_ts.dcm", "1.2.826.0.1.9999.771"), ("notes.txt", "not a DICOM file"),
                          ("broken.nii.gz", "unreadable NIfTI"), ("missing.dcm", "no such file"),
-                         ("truncated.dcm", "cannot decode pixel data")]:
+                         ("truncated.dcm", "truncated or corrupt pixel data")]:
         line = next((ln for ln in text.splitlines() if name in ln and ln.strip().startswith("skipped")), "")
         assert reason in line, (name, text)
     assert "transfer syntax" in text and "skipped 7" in text

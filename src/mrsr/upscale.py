@@ -49,6 +49,7 @@ from mrsr.upscale_io import (
     process_dicom,
     process_nifti,
 )
+from mrsr.limits import add_limit_arguments, limits_from_args
 from mrsr.weights import WeightsError, load_model
 
 EXIT_SKIPPED = 2
@@ -169,6 +170,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, default=256, help="tile size in input pixels (default 256)")
     parser.add_argument("--overlap", type=int, default=None,
                         help="tile context in input pixels per side (default: receptive radius + 2)")
+    add_limit_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -198,7 +200,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_SKIPPED
     label = f"{meta['model']}/{meta.get('strategy')}"
     prov = Provenance(scale=upscaler.scale, model=label, weights=Path(args.model))
-    jobs, skipped = collect_inputs(list(args.inputs), Path(args.out), f"_x{upscaler.scale}")
+    limits = limits_from_args(args)
+    jobs, skipped = collect_inputs(list(args.inputs), Path(args.out), f"_x{upscaler.scale}", limits)
     total = Outcome(skipped=list(skipped))
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
@@ -209,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
                 if isinstance(job, DicomJob):
                     done = process_dicom(job, upscaler, prov, _new_series_uid(), bar.update)
                 else:
-                    done = process_nifti(job, upscaler, prov, bar.update)
+                    done = process_nifti(job, upscaler, prov, bar.update, limits)
             except Exception as exc:  # one bad input must not stop the others: report it and go on
                 done = Outcome(skipped=[(getattr(job, "src", Path(name)), failure_reason(exc))])
         for path, reason in done.skipped:

@@ -31,6 +31,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
 from mrsr.io import atomic_path
+from mrsr.limits import SizeLimits, nifti_size_problem
 
 DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
 SliceFn = Callable[[np.ndarray], np.ndarray]
@@ -130,14 +131,19 @@ def dicom_header_problem(ds: pydicom.Dataset) -> str | None:
     return None
 
 
-def _read_header(path: Path) -> pydicom.Dataset:
+def _read_header(path: Path, limits: SizeLimits = SizeLimits()) -> pydicom.Dataset:
+    """The header of a DICOM file that can be super-resolved (pixel data located, not loaded), or SkipInput."""
+    from mrsr.data.dicom import declared_size_problem
+
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        # defer_size, not stop_before_pixels: the pixel data element is located (its length and
+        # offset), so the declared size is checked against the bytes present before decoding
+        ds = pydicom.dcmread(path, defer_size=4096)
     except InvalidDicomError:
         raise SkipInput("not a DICOM file (no DICM preamble) and not .nii/.nii.gz") from None
     except Exception as exc:  # truncated or corrupt files raise many kinds of errors
         raise SkipInput(f"unreadable DICOM ({type(exc).__name__}: {exc})") from None
-    problem = dicom_header_problem(ds)
+    problem = dicom_header_problem(ds) or declared_size_problem(ds, path, limits)
     if problem:
         raise SkipInput(problem)
     return ds
@@ -149,14 +155,16 @@ def _series_name(ds: pydicom.Dataset) -> str:
     return name or "series_" + str(ds.get("SeriesInstanceUID", "unknown")).split(".")[-1]
 
 
-def collect_inputs(inputs: list[Path], out_dir: Path, suffix: str) -> tuple[list, list[tuple[Path, str]]]:
+def collect_inputs(inputs: list[Path], out_dir: Path, suffix: str,
+                   limits: SizeLimits = SizeLimits()) -> tuple[list, list[tuple[Path, str]]]:
     """Turn command-line inputs into jobs.
 
     A NIfTI file -> ``OUT/<stem><suffix>.nii[.gz]``. DICOM files given one by one ->
     ``OUT/<stem><suffix>[.dcm]``, grouped by SeriesInstanceUID (so one new series UID per series).
     A folder is searched recursively; its NIfTI files are jobs of their own and its DICOM files are
     grouped by SeriesInstanceUID, each series -> ``OUT/<SeriesNumber>_<SeriesDescription><suffix>/``
-    with the original file names. Hidden files are ignored.
+    with the original file names. Hidden files are ignored. DICOM files whose declared size is over
+    ``limits`` or beyond their pixel data are skipped here, before any pixel data is read.
 
     Returns:
         (jobs, skipped) with skipped a list of (path, reason).
@@ -173,7 +181,7 @@ def collect_inputs(inputs: list[Path], out_dir: Path, suffix: str) -> tuple[list
                 jobs.append(_nifti_job(path, out_dir, suffix, namer))
                 continue
             try:
-                ds = _read_header(path)
+                ds = _read_header(path, limits)
             except SkipInput as exc:
                 skipped.append((path, str(exc)))
                 continue
@@ -192,7 +200,7 @@ def collect_inputs(inputs: list[Path], out_dir: Path, suffix: str) -> tuple[list
                 jobs.append(_nifti_job(f, out_dir, suffix, namer))
                 continue
             try:
-                ds = _read_header(f)
+                ds = _read_header(f, limits)
             except SkipInput as exc:
                 skipped.append((f, str(exc)))
                 continue
@@ -411,7 +419,7 @@ def upscaled_affine(affine: np.ndarray, scale: int) -> np.ndarray:
 
 
 def process_nifti(job: NiftiJob, upscale: SliceFn, prov: Provenance,
-                  progress: Callable[[int], None] = lambda n: None) -> Outcome:
+                  progress: Callable[[int], None] = lambda n: None, limits: SizeLimits = SizeLimits()) -> Outcome:
     """Super-resolve a NIfTI-1/2 volume in-plane, slice by slice along the third axis.
 
     The output keeps the data type, scl_slope/scl_inter, qform/sform codes and extensions; slices
@@ -425,6 +433,9 @@ def process_nifti(job: NiftiJob, upscale: SliceFn, prov: Provenance,
         raise SkipInput(f"unreadable NIfTI ({type(exc).__name__}: {exc})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise SkipInput(f"{type(img).__name__} is not a single-file NIfTI image")
+    problem = nifti_size_problem(img, limits)  # before nibabel allocates a slice of the declared size
+    if problem:
+        raise SkipInput(problem)
     hdr, shape = img.header, img.shape
     dtype = hdr.get_data_dtype()
     if dtype.fields is not None or dtype.kind not in "iuf":
