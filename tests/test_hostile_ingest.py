@@ -175,3 +175,86 @@ def test_limits_are_options_and_a_good_file_passes(tmp_path, limits, phrase):
     assert (getattr(result, "reason", None) is None) if phrase is None else phrase in result.reason
     summary = ingest("local", tmp_path / "in", tmp_path / "store") if phrase is None else None
     assert summary is None or summary["slices"] == 1
+
+
+# ---------------------------------------------------------------------- class 2: NaN and Inf
+def volume_with_nonfinite(path: Path, bad_slices: list[int], seed: int = 0) -> np.ndarray:
+    """A float32 NIfTI (24 x 20 x 6) with one NaN, +Inf or -Inf voxel at a random place in each bad slice."""
+    rng = np.random.default_rng(seed)
+    volume = (rng.random((24, 20, 6)) * 900 + 50).astype(np.float32)
+    for k, value in zip(bad_slices, [np.nan, np.inf, -np.inf] * len(bad_slices)):
+        volume[rng.integers(24), rng.integers(20), k] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), path)
+    return volume
+
+
+@pytest.mark.parametrize("bad_slices", [[1, 2, 4], [0, 1, 2, 3, 4, 5]])
+def test_ingest_drops_nonfinite_slices_naming_them(tmp_path, bad_slices):
+    volume_with_nonfinite(tmp_path / "in" / "P1" / "nan.nii.gz", bad_slices)
+    good_nifti(tmp_path / "in" / "P2" / "good.nii.gz")
+    summary = ingest("local", tmp_path / "in", tmp_path / "store")
+    assert summary["nonfinite_slices_dropped"] == len(bad_slices)
+    index = pd.read_csv(tmp_path / "store" / "index.csv", dtype={"series_key": str})
+    kept = index[index["path"].str.endswith("nan.nii.gz")]
+    assert len(kept) == 6 - len(bad_slices)
+    assert np.isfinite(index[["min", "max", "mean", "std"]].to_numpy()).all()
+    for key in index["series_key"].unique():
+        assert np.isfinite(np.load(tmp_path / "store" / "slices" / f"{key}.npy")).all()
+    rejected = pd.read_csv(tmp_path / "store" / "rejected.csv")
+    assert len(rejected) == 1 and rejected["path"].iloc[0].endswith("nan.nii.gz")
+    reason = rejected["reason"].iloc[0]
+    assert f"{len(bad_slices)} slice(s) with NaN or infinite values dropped" in reason
+    assert ", ".join(map(str, bad_slices)) in reason
+
+
+def test_split_refuses_a_nan_or_nonpositive_norm():
+    from mrsr.data.split import make_split
+
+    index = pd.DataFrame({"series_key": ["a", "b", "c"], "patient_id": ["p", "q", "r"], "series_uid": ["1", "2", "3"],
+                          "series_description": ["", "", ""], "slice_id": ["a:0", "b:0", "c:0"],
+                          "max": [1.0, np.nan, 5.0]})
+    with pytest.raises(ValueError, match=r"not a positive finite number: \['b'\]"):
+        make_split(index, "series", 0, 1, 1)
+    index.loc[1, "max"] = np.inf
+    with pytest.raises(ValueError, match=r"\['b'\]"):
+        make_split(index, "series", 0, 1, 1)
+
+
+def test_evaluation_never_averages_nan(tmp_path, monkeypatch):
+    """A store written before NaN slices were dropped, a model emitting NaN, a NaN per-image row:
+    each stops with the slice named, never a mean "over 64 slices" with NaN rows in it."""
+    import torch
+
+    from mrsr.data.split import make_split
+    from mrsr.evaluate import evaluate, summarize
+    from mrsr.models import build_model
+
+    good_nifti(tmp_path / "in" / "P1" / "a.nii.gz", np.float32)
+    good_nifti(tmp_path / "in" / "P2" / "b.nii.gz", np.float32)
+    store = tmp_path / "store"
+    ingest("local", tmp_path / "in", store)
+    split = make_split(pd.read_csv(store / "index.csv", dtype={"series_key": str, "patient_id": str}), "series", 0, 1, 1)
+    bicubic = build_model("bicubic", 2)
+    frame, _ = evaluate(bicubic, store, split, 2, 2, 0.05)
+    assert np.isfinite(frame[["psnr", "ssim"]].to_numpy()).all()
+
+    test_key = split.loc[split["split"] == "test", "series_key"].iloc[0]
+    stale = np.load(store / "slices" / f"{test_key}.npy").astype(np.float32)
+    stale[1, 3, 3] = np.nan  # as an older ingest stored it
+    np.save(store / "slices" / f"{test_key}.npy", stale)
+    with pytest.raises(ValueError, match=rf"test slice {test_key}:0001 holds NaN"):
+        evaluate(bicubic, store, split, 2, 2, 0.05)
+
+    stale[1, 3, 3] = 1.0
+    np.save(store / "slices" / f"{test_key}.npy", stale)
+    monkeypatch.setattr(type(bicubic), "forward", lambda self, x: torch.full_like(
+        torch.nn.functional.interpolate(x, scale_factor=2), float("nan")))
+    with pytest.raises(ValueError, match="output for test slice .* holds NaN"):
+        evaluate(bicubic, store, split, 2, 2, 0.05)
+
+    rows = frame.assign(method="bicubic", strategy="", scale=2)
+    rows.loc[rows.index[1], "psnr"] = np.nan
+    rows.to_csv(tmp_path / "per_image.csv", index=False)
+    with pytest.raises(ValueError, match=r"per_image.csv: 1 of \d+ slices have no PSNR/SSIM"):
+        summarize([tmp_path / "per_image.csv"])

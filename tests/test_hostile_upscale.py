@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 import torch
 
@@ -73,3 +74,58 @@ def test_lying_headers_are_skipped_before_any_allocation(tmp_path, weights, caps
     for f in files:
         assert f"skipped {f}: " in err and "header declares" in err.split(f"skipped {f}: ")[1].splitlines()[0], f
     assert peak < 100 * 2**20, f"peak {peak / 2**20:.0f} MB"
+
+
+# ---------------------------------------------------------------------- class 2: NaN and Inf
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_nonfinite_nifti_is_skipped_not_written_as_nan(tmp_path, weights, capsys, value):
+    rng = np.random.default_rng(1)
+    volume = rng.random((12, 10, 3)).astype(np.float32) * 100
+    volume[rng.integers(12), rng.integers(10), 1] = value
+    src = nifti(tmp_path / "inf.nii.gz", volume)
+    assert upscale(weights, tmp_path / "out", src) == 2
+    assert "slice 1 holds NaN or infinite values" in capsys.readouterr().err
+    assert not list((tmp_path / "out").glob("*.nii*"))
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_output_is_clipped_to_the_input_range(tmp_path, weights, dtype):
+    """A step edge: bicubic-like upsampling overshoots below 0 and above the maximum; the stored
+    output stays within the input volume's [min, max]."""
+    volume = np.zeros((16, 16, 2), dtype)
+    volume[4:12, 4:12] = 1000
+    volume[6:10, 6:10, 1] = 200
+    with torch.no_grad():
+        raw = tiny_model()(torch.from_numpy(volume[..., 0].astype(np.float32) / 1000)[None, None])[0, 0].numpy() * 1000
+    assert raw.min() < -1 and raw.max() > 1001  # the model does overshoot: the clip below is needed
+    src = nifti(tmp_path / "step.nii", volume)
+    assert upscale(weights, tmp_path / "out", src) == 0
+    out = np.asarray(nib.load(tmp_path / "out" / "step_x2.nii").dataobj)
+    assert out.dtype == dtype and out.min() >= 0 and out.max() <= 1000
+
+
+def test_dicom_output_is_clipped_to_the_series_range_and_slope_zero_is_skipped(tmp_path, weights, capsys):
+    uid = new_uid()
+    step = np.full((16, 16), 100, np.int16)
+    step[4:12, 4:12] = 2000
+    files = [save(mr_dataset(step, series_uid=uid, position=(0, 0, 2.0 * i), instance=i + 1, slope=1.0, intercept=-100.0),
+                  tmp_path / "in" / f"{i}.dcm") for i in range(2)]
+    zero = save(mr_dataset(step, series_uid=new_uid(), slope=0.0), tmp_path / "zero" / "z.dcm")
+    assert upscale(weights, tmp_path / "out", tmp_path / "in", zero) == 2
+    assert f"skipped {zero}: Rescale Slope 0.0" in capsys.readouterr().err
+    for f in sorted((tmp_path / "out").rglob("*.dcm")):
+        values = pydicom.dcmread(f).pixel_array.astype(float) - 100  # physical = stored + intercept
+        assert values.min() >= 0 and values.max() <= 1900, f
+
+
+def test_nonfinite_model_output_is_never_written(tmp_path, capsys):
+    model = tiny_model()
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    broken = tmp_path / "models" / "broken.safetensors"
+    save_weights(broken, model, {"model": "proposed", "scale": 2, "strategy": "multi", "options": TINY})
+    src = nifti(tmp_path / "a.nii", np.random.default_rng(2).random((12, 10, 2)).astype(np.float32))
+    assert upscale(broken, tmp_path / "out", src, *dicom_series(tmp_path / "dcm", n=1)) == 2
+    err = capsys.readouterr().err
+    assert err.count("holds NaN or infinite values (diverged weights?)") == 2
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]

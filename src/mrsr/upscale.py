@@ -12,8 +12,9 @@ output has the input's format and is named after it with the suffix ``_x<scale>`
 Intensity normalisation (the training contract): models see intensities divided by a per-series
 constant, the series' maximum intensity after DICOM Rescale Slope/Intercept (NIfTI
 scl_slope/scl_inter). Upscale divides each input series by its own maximum, runs the model and
-multiplies back, then stores the values with the input's scaling, rounded and clipped to the stored
-integer range.
+multiplies back, clips to the input series' own [min, max] (no overshoot past the input's range),
+then stores the values with the input's scaling, rounded and clipped to the stored integer range.
+Inputs with NaN/Inf values, and outputs that are not finite, are skipped with the reason.
 
 Large slices are processed in overlapping tiles (``--tile`` input pixels per side plus ``--overlap``
 pixels of context on each side); the overlap must be at least the model's receptive radius, which

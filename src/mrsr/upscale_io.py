@@ -6,7 +6,11 @@ slice, so this module never touches torch.
 
 Intensity contract (the same as training): a series is divided by its maximum intensity after the
 DICOM Rescale Slope/Intercept (or the NIfTI scl_slope/scl_inter), super-resolved, multiplied back,
-and stored with the input's own scaling, rounding and clipping to the stored integer range.
+clipped to the input series' own value range [min, max] (a CNN overshoots at edges: a non-negative
+magnitude image must not get negative voxels), and stored with the input's own scaling, rounding
+and clipping to the stored integer range. An input with NaN or infinite values (voxels, or a
+rescale) has no defined maximum and is skipped with the reason, as is a model output that is not
+finite: nothing non-finite is ever written.
 
 Geometry: output pixel ``i'`` sits at input pixel coordinate ``(i' + 0.5) / s - 0.5``, so the
 field of view is unchanged: the pixel spacing is divided by ``s`` and the position of the first
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -268,8 +273,25 @@ def _fg_item(ds: pydicom.Dataset, frame: int, sequence: str) -> pydicom.Dataset 
 def _rescale(ds: pydicom.Dataset, frame: int) -> tuple[float, float]:
     src = ds if "RescaleSlope" in ds or "RescaleIntercept" in ds else _fg_item(
         ds, frame, "PixelValueTransformationSequence") or ds
-    slope = float(src.get("RescaleSlope", 1) or 1)
-    return slope, float(src.get("RescaleIntercept", 0) or 0)
+    # only an absent or empty value means "none" (as in ingest): `or 1` also turned a slope of 0 into 1
+    slope, inter = src.get("RescaleSlope"), src.get("RescaleIntercept")
+    return (1.0 if slope in (None, "") else float(slope)), (0.0 if inter in (None, "") else float(inter))
+
+
+def _finite_rescale(ds: pydicom.Dataset, frame: int) -> tuple[float, float]:
+    """Rescale Slope/Intercept of a frame, or SkipInput when they define no intensities."""
+    slope, inter = _rescale(ds, frame)
+    if not (math.isfinite(slope) and math.isfinite(inter) and slope != 0):
+        raise SkipInput(f"Rescale Slope {slope} / Intercept {inter} (frame {frame}) define no finite intensities")
+    return slope, inter
+
+
+def finite_output(sr: np.ndarray, where: str) -> np.ndarray:
+    """The model's output, or SkipInput when it holds NaN/Inf (broken weights): never written."""
+    if not np.isfinite(sr).all():
+        raise SkipInput(f"the model's output for {where} holds NaN or infinite values (diverged weights?): "
+                        "nothing written for this input")
+    return sr
 
 
 def _frames(ds: pydicom.Dataset) -> np.ndarray:
@@ -357,35 +379,39 @@ def process_dicom(job: DicomJob, upscale: SliceFn, prov: Provenance, new_series_
                   progress: Callable[[int], None] = lambda n: None) -> Outcome:
     """Super-resolve the files of one series, each to its planned output path.
 
-    Pass 1 decodes every file for the series maximum (the normalisation constant); pass 2 decodes
-    again and writes, so only one file's pixels are in memory at a time.
+    Pass 1 decodes every file for the series maximum (the normalisation constant) and minimum (with
+    it, the range outputs are clipped to); pass 2 decodes again and writes, so only one file's pixels
+    are in memory at a time.
     """
-    outcome, norm, good = Outcome(), 0.0, []
+    outcome, good = Outcome(), []
+    lo, hi = math.inf, -math.inf
     for src, out in job.files:
         try:
             ds = _read_full(src)
             frames = _frames(ds)
             for i, frame in enumerate(frames):
-                slope, inter = _rescale(ds, i)
-                norm = max(norm, float(frame.max()) * slope + inter if slope > 0 else float(frame.min()) * slope + inter)
+                slope, inter = _finite_rescale(ds, i)
+                ends = (float(frame.min()) * slope + inter, float(frame.max()) * slope + inter)
+                lo, hi = min(lo, *ends), max(hi, *ends)
             good.append((src, out))
         except Exception as exc:  # one bad file must not stop the series: report it and go on
             outcome.skipped.append((src, failure_reason(exc)))
             progress(1)
-    norm = norm if norm > 0 else 1.0
+    norm = hi if hi > 0 else 1.0
     for src, out in good:
         try:
             ds = _read_full(src)
             frames = _frames(ds)
             bits_alloc, signed = int(ds.BitsAllocated), int(ds.get("PixelRepresentation", 0)) == 1
             dtype = np.dtype(f"<{'i' if signed else 'u'}{bits_alloc // 8}")
-            lo, hi = _stored_range(dtype, int(ds.get("BitsStored", bits_alloc)), signed)
+            stored_lo, stored_hi = _stored_range(dtype, int(ds.get("BitsStored", bits_alloc)), signed)
             result = np.empty((len(frames), frames.shape[1] * prov.scale, frames.shape[2] * prov.scale), dtype)
             for i, frame in enumerate(frames):
-                slope, inter = _rescale(ds, i)
+                slope, inter = _finite_rescale(ds, i)
                 values = frame.astype(np.float32) * np.float32(slope) + np.float32(inter)
-                sr = upscale(values / np.float32(norm)) * np.float32(norm)
-                result[i] = to_stored(sr, slope, inter, dtype, lo, hi)
+                sr = finite_output(upscale(values / np.float32(norm)), f"frame {i}") * np.float32(norm)
+                np.clip(sr, lo, hi, out=sr)  # the input series' range: no overshoot below its minimum
+                result[i] = to_stored(sr, slope, inter, dtype, stored_lo, stored_hi)
             _scale_geometry(ds, prov.scale, len(frames))
             _derive(ds, prov, new_series_uid)
             for key, fn in (("SmallestImagePixelValue", np.min), ("LargestImagePixelValue", np.max)):
@@ -450,13 +476,18 @@ def process_nifti(job: NiftiJob, upscale: SliceFn, prov: Provenance,
     def slicer(k: int) -> tuple:
         return (slice(None), slice(None), *np.unravel_index(k, rest, order="F")) if rest else (slice(None),) * 2
 
-    norm = 0.0
-    try:
-        for k in range(n_slices):
-            norm = max(norm, float(np.nanmax(np.asarray(img.dataobj[slicer(k)], dtype=np.float32))))
-    except Exception as exc:
-        raise SkipInput(f"cannot read voxel data ({type(exc).__name__}: {exc})") from None
-    norm = norm if norm > 0 else 1.0
+    lo, hi = math.inf, -math.inf
+    for k in range(n_slices):
+        try:
+            values = np.asarray(img.dataobj[slicer(k)], dtype=np.float32)
+        except Exception as exc:
+            raise SkipInput(f"cannot read voxel data ({type(exc).__name__}: {exc})") from None
+        low, high = float(values.min()), float(values.max())  # NaN and +-Inf propagate
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise SkipInput(f"slice {k} holds NaN or infinite values (after scl_slope/scl_inter): no defined "
+                            "maximum to normalise by; replace them first. Nothing written for this input")
+        lo, hi = min(lo, low), max(hi, high)
+    norm = hi if hi > 0 else 1.0
 
     out_hdr = hdr.copy()
     out_hdr.set_data_shape((shape[0] * s, shape[1] * s, *rest))
@@ -480,8 +511,9 @@ def process_nifti(job: NiftiJob, upscale: SliceFn, prov: Provenance,
             offset = int(out_hdr["vox_offset"])
             f.write(b"\0" * (offset - f.tell()))
             for k in range(n_slices):
-                values = np.nan_to_num(np.asarray(img.dataobj[slicer(k)], dtype=np.float32))
-                sr = upscale(values / np.float32(norm)) * np.float32(norm)
+                values = np.asarray(img.dataobj[slicer(k)], dtype=np.float32)
+                sr = finite_output(upscale(values / np.float32(norm)), f"slice {k}") * np.float32(norm)
+                np.clip(sr, lo, hi, out=sr)  # the input volume's range: no overshoot below its minimum
                 f.write(to_stored(sr, slope, inter, dtype).tobytes(order="F"))
                 progress(1)
     return Outcome(written=[job.out])

@@ -153,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(
         f"ingested {summary['slices']} slices from {summary['series']} series into {args.out}; "
-        f"{summary['zero_slices_dropped']} all-zero slices dropped, {summary['files_rejected']} files rejected"
+        f"{summary['zero_slices_dropped']} all-zero and {summary['nonfinite_slices_dropped']} non-finite slices dropped, "
+        f"{summary['files_rejected']} files rejected (rejected.csv)"
     )
     return 0
