@@ -258,3 +258,27 @@ def test_evaluation_never_averages_nan(tmp_path, monkeypatch):
     rows.to_csv(tmp_path / "per_image.csv", index=False)
     with pytest.raises(ValueError, match=r"per_image.csv: 1 of \d+ slices have no PSNR/SSIM"):
         summarize([tmp_path / "per_image.csv"])
+
+
+# ------------------------------------------------------ class 5: index.csv means a complete store
+def test_failed_ingest_never_leaves_an_index(tmp_path, monkeypatch):
+    good_nifti(tmp_path / "in" / "P1" / "a.nii.gz")
+    store = tmp_path / "store"
+    ingest("local", tmp_path / "in", store)
+    assert (store / "index.csv").exists()
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.dcm").write_text("not an image")
+    with pytest.raises(ValueError, match="no usable image slices.*no index.csv written"):
+        ingest("local", tmp_path / "empty", store)  # the earlier index.csv must not survive either
+    assert not (store / "index.csv").exists()
+    assert "not a DICOM file" in (store / "rejected.csv").read_text()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk vanished")
+
+    (tmp_path / "in" / "x.dcm").write_text("not an image")
+    monkeypatch.setattr("mrsr.data.dicom.ingest_dicom_files", crash)
+    with pytest.raises(OSError, match="disk vanished"):
+        ingest("local", tmp_path / "in", store)
+    assert not (store / "index.csv").exists() and (store / "ingest.json").exists()

@@ -7,6 +7,8 @@ labelled with another scale); an interrupted run leaves nothing that looks compl
 
 from __future__ import annotations
 
+import os
+import stat
 import tracemalloc
 from pathlib import Path
 
@@ -129,3 +131,68 @@ def test_nonfinite_model_output_is_never_written(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("holds NaN or infinite values (diverged weights?)") == 2
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+
+
+# ------------------------------------------------------------ class 5: atomicity and leftovers
+KILL_ON_SECOND_WRITE = """
+import os, signal, sys
+import pydicom
+real, calls = pydicom.dcmwrite, []
+def dcmwrite(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)  # killed mid-series, after one file is complete
+    return real(*args, **kwargs)
+pydicom.dcmwrite = dcmwrite
+from mrsr.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_killed_series_leaves_nothing_that_looks_complete_and_is_cleaned(tmp_path, weights, capsys):
+    import signal
+    import subprocess
+    import sys
+
+    dicom_series(tmp_path / "in" / "study", n=3)
+    out = tmp_path / "out"
+    killed = subprocess.run([sys.executable, "-c", KILL_ON_SECOND_WRITE, "upscale", "--model", str(weights),
+                             "--out", str(out), str(tmp_path / "in")], capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = list(out.iterdir())
+    assert left and all(p.name.startswith(".") and p.name.endswith(".tmp") for p in left), left  # hidden only
+    assert upscale(weights, out, tmp_path / "in") == 0
+    assert f"removed {left[0]}: left half-written by a killed run" in capsys.readouterr().err
+    (series,) = out.iterdir()
+    assert not series.name.startswith(".") and sorted(p.name for p in series.iterdir()) == ["0.dcm", "1.dcm", "2.dcm"]
+
+
+def test_second_run_into_the_same_out_refuses_unless_overwrite(tmp_path, weights, capsys):
+    src = nifti(tmp_path / "a.nii", np.random.default_rng(3).random((12, 10, 2)).astype(np.float32))
+    dicom_series(tmp_path / "in", n=2)
+    out = tmp_path / "out"
+    assert upscale(weights, out, src, tmp_path / "in") == 0
+    first = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert upscale(weights, out, src, tmp_path / "in") == 2
+    err = capsys.readouterr().err
+    assert err.count("exists (an earlier output?): not replaced; use --overwrite") == 2
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == first
+    assert upscale(weights, out, src, tmp_path / "in", extra=("--overwrite",)) == 0
+    second = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert second.keys() == first.keys() and all(second[p] != first[p] for p in first)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_outputs_honour_the_umask(tmp_path, weights, umask):
+    src = nifti(tmp_path / "a.nii", np.random.default_rng(3).random((12, 10, 2)).astype(np.float32))
+    dicom_series(tmp_path / "in", n=1)
+    old = os.umask(umask)
+    try:
+        assert upscale(weights, tmp_path / "out", src, tmp_path / "in") == 0
+    finally:
+        os.umask(old)
+    made = list((tmp_path / "out").rglob("*"))
+    assert len(made) == 3
+    for p in made:
+        assert stat.S_IMODE(p.stat().st_mode) == (0o777 if p.is_dir() else 0o666) & ~umask, p

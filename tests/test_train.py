@@ -115,3 +115,60 @@ def test_compiled_step_equals_eager_step():
         step = make_train_step(model, optimizer, FastPath(False, False, mode), torch.device("cpu"))
         results.append([tuple(float(v) for v in step(lr, hr, 0.4)) for _ in range(2)])
     np.testing.assert_allclose(results[0], results[1], rtol=1e-4)
+
+
+# ------------------------------------------------------ checkpoints: one file, fingerprinted (#14)
+def _ckpt(weights):
+    return weights.with_name(weights.stem + ".ckpt.safetensors")
+
+
+def test_checkpoint_is_one_file_with_its_fingerprint(tmp_path, patches, tiny_config):
+    from safetensors import safe_open
+
+    weights = tmp_path / "proposed_multi_x2.safetensors"
+    train(Job("proposed", "multi", 2), patches, weights, tiny_config, stop_after_epoch=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["proposed_multi_x2.ckpt.safetensors", "x2.npz"]
+    with safe_open(str(_ckpt(weights)), "pt") as f:
+        meta = json.loads(f.metadata()["mrsr_checkpoint"])
+    assert meta["epoch"] == 1 and meta["fingerprint"]["job"] == "proposed_multi_x2"
+    assert meta["fingerprint"]["train"]["lr"] == tiny_config["train"]["lr"]
+    assert meta["fingerprint"]["patches"] == {"lr": [64, 1, 14, 14], "hr": [64, 1, 27, 27]}
+
+
+@pytest.mark.parametrize("change,resumes,named", [
+    (lambda c: c["train"].update(lr=c["train"]["lr"] / 10), False, "train.lr"),
+    (lambda c: c["train"].update(batch_size=4), False, "train.batch_size"),
+    (lambda c: c["model"]["proposed"].update(features=4), False, "model_options.features"),
+    (lambda c: c["train"].update(epochs=3, threads=2), True, None),  # a longer run resumes
+])
+def test_checkpoint_of_other_settings_restarts_saying_why(tmp_path, patches, tiny_config, capsys, change, resumes, named):
+    job = Job("proposed", "multi", 2)
+    weights = tmp_path / "proposed_multi_x2.safetensors"
+    train(job, patches, weights, tiny_config, stop_after_epoch=1)
+    change(tiny_config)
+    capsys.readouterr()
+    history = train(job, patches, weights, tiny_config)  # no size-mismatch traceback, no mixed run
+    out = capsys.readouterr().out
+    assert ("resuming after epoch 1" in out) == resumes
+    if named:
+        assert "written under other settings" in out and named in out and "starting from epoch 0" in out
+    assert [h["epoch"] for h in history] == list(range(1, tiny_config["train"]["epochs"] + 1))
+    assert not _ckpt(weights).exists()
+
+
+def test_torn_checkpoint_and_killed_temporaries_are_not_trusted(tmp_path, patches, tiny_config, capsys):
+    import socket
+    import subprocess
+    import sys
+
+    job = Job("proposed", "multi", 2)
+    weights = tmp_path / "proposed_multi_x2.safetensors"
+    train(job, patches, weights, tiny_config, stop_after_epoch=1)
+    data = _ckpt(weights).read_bytes()
+    _ckpt(weights).write_bytes(data[: len(data) // 2])  # as a copy cut short would leave it
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".{_ckpt(weights).name}.mrsr@{socket.gethostname()}@{int(dead.stdout)}.abcd1234.safetensors.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    history = train(job, patches, weights, tiny_config)
+    assert "not a resumable checkpoint" in capsys.readouterr().out and len(history) == 2
+    assert not stale.exists() and weights.exists()

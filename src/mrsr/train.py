@@ -10,8 +10,12 @@ One readable loop (nanoGPT style). The paper's protocol: He init, SGD momentum 0
   graphs), and no host synchronisation inside an epoch except every ``sync_interval`` steps.
 - The epoch's patch order comes from a generator seeded with (seed, epoch), so a resumed run sees
   exactly the batches an uninterrupted one would.
-- A checkpoint (weights, optimiser state, history) is written atomically after every epoch; a
-  restarted job resumes from it. A NaN or Inf loss stops the job naming epoch and step, and leaves
+- A checkpoint (weights, optimiser state, history) is written after every epoch as one file,
+  atomically (the JSON part in the safetensors header), so a kill never pairs the weights of one
+  epoch with the optimiser state of another; a restarted job resumes from it, but only when it was
+  written under the same job, model options, training settings and patch shapes (a fingerprint
+  stored in it; ``epochs``, ``threads``, ``device``, ``compile`` and ``channels_last`` may change).
+  Otherwise training starts again from epoch 0, saying what differs. A NaN or Inf loss stops the job naming epoch and step, and leaves
   the last good checkpoint in place.
 - Outputs: ``WEIGHTS.safetensors`` + ``WEIGHTS.json`` sidecar, and a history CSV (epoch, loss, lr,
   grad_norm, val_psnr, seconds).
@@ -31,11 +35,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from mrsr.config import Job, border_pixels, job_train_settings, load_config, model_options
-from mrsr.io import atomic_path, write_csv, write_json
+from mrsr.io import atomic_path, clean_stale_temporaries, write_csv, write_json
 from mrsr.metrics import crop_border, psnr
 from mrsr.models import SuperResolver, build_model
 from mrsr.weights import git_revision, save_weights
@@ -165,10 +170,49 @@ def validation_psnr(model: SuperResolver, pairs: list[tuple[np.ndarray, np.ndarr
     return float(np.mean(values))
 
 
-# --- checkpoints: safetensors for every tensor, JSON for the rest (never a pickle) -------------
+# --- checkpoints: one safetensors file, the rest as JSON in its header (never a pickle) ----------
+CHECKPOINT_KEY = "mrsr_checkpoint"  # safetensors metadata key holding the JSON part
+# Settings that change neither what the finished epochs computed nor what the next one will: a run
+# may be made longer or moved to other hardware and still resume. Every other setting is fingerprinted.
+RESUMABLE_ACROSS = frozenset({"epochs", "threads", "device", "compile", "channels_last"})
+
+
+def run_fingerprint(job: Job, cfg: TrainConfig, options: dict[str, Any], lr_shape: tuple, hr_shape: tuple
+                    ) -> dict[str, Any]:
+    """What a checkpoint must have been trained under to be resumed: the job, the model options,
+    the training settings (but ``RESUMABLE_ACROSS``) and the patch set's shapes (JSON-normalised).
+
+    Args:
+        job: the (model, strategy, scale).
+        cfg: the job's training settings.
+        options: the model builder's keyword arguments.
+        lr_shape, hr_shape: shapes of the LR and HR patch arrays.
+    """
+    train_settings = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_ACROSS}
+    fingerprint = {"job": job.name, "model_options": options, "train": train_settings,
+                   "patches": {"lr": list(lr_shape), "hr": list(hr_shape)}}
+    return json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new)) for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [f"{prefix.rstrip('.')} {old!r} -> {new!r}"]
+
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler, epoch: int, history: list[dict]) -> None:
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, epoch: int, history: list[dict],
+                    fingerprint: dict[str, Any] | None = None) -> None:
+    """Write the resumable state as ONE file, atomically: a kill leaves the previous checkpoint or
+    this one, never weights of one epoch with the optimiser state of another.
+
+    Args:
+        path: the checkpoint (``.safetensors``).
+        model, optimizer, scheduler: the state to save.
+        epoch: epochs done.
+        history: one dict per epoch done.
+        fingerprint: :func:`run_fingerprint` of the run (refused on resume when it differs).
+    """
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_state = optimizer.state_dict()
     scalars: dict[str, Any] = {}
@@ -178,18 +222,38 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
                 tensors[f"optim.{pid}.{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars[f"{pid}.{key}"] = value
-    meta = {"epoch": epoch, "history": history, "optim_scalars": scalars,
-            "param_groups": opt_state["param_groups"], "scheduler": scheduler.state_dict()}
+    meta = {"format": 2, "epoch": epoch, "history": history, "optim_scalars": scalars,
+            "param_groups": opt_state["param_groups"], "scheduler": scheduler.state_dict(),
+            "fingerprint": fingerprint}
     with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp))
-    write_json(path.with_suffix(".json"), meta)
+        save_file(tensors, str(tmp), metadata={CHECKPOINT_KEY: json.dumps(meta, default=str)})
+    path.with_suffix(".json").unlink(missing_ok=True)  # the sidecar of the old two-file format
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device) -> tuple[int, list[dict]]:
-    """Restore a checkpoint; returns (epochs done, history)."""
-    meta = json.loads(path.with_suffix(".json").read_text())
-    tensors = load_file(str(path), device=str(device))
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device,
+                    fingerprint: dict[str, Any] | None = None) -> tuple[int, list[dict]] | None:
+    """Restore a checkpoint; returns (epochs done, history), or None (with the reason printed) when
+    it cannot be resumed: unreadable, of the old two-file format, or written under another
+    fingerprint (other settings, model options or patches: resuming would mix two runs).
+
+    Args:
+        path: the checkpoint.
+        model, optimizer, scheduler: restored in place.
+        device: where the tensors go.
+        fingerprint: the current run's :func:`run_fingerprint`.
+    """
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            meta = json.loads((f.metadata() or {})[CHECKPOINT_KEY])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors and json raise their own types; a torn file any of them
+        print(f"{path}: not a resumable checkpoint ({type(exc).__name__}: {exc}); starting from epoch 0")
+        return None
+    if meta.get("fingerprint") != fingerprint:
+        changed = _differences(meta.get("fingerprint") or {}, fingerprint or {})
+        print(f"{path}: written under other settings ({'; '.join(changed[:6])}); not resumed, starting from epoch 0")
+        return None
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
@@ -248,8 +312,11 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma)
     start, history = 0, []
-    if checkpoint.exists() and checkpoint.with_suffix(".json").exists():
-        start, history = load_checkpoint(checkpoint, model, optimizer, scheduler, device)
+    fingerprint = run_fingerprint(job, cfg, options, tuple(lr_all.shape), tuple(hr_all.shape))
+    clean_stale_temporaries(checkpoint.parent)  # half-written checkpoints of killed runs
+    resumed = load_checkpoint(checkpoint, model, optimizer, scheduler, device, fingerprint) if checkpoint.exists() else None
+    if resumed is not None:
+        start, history = resumed
         print(f"{job.name}: resuming after epoch {start} from {checkpoint}")
     train_step = make_train_step(model, optimizer, fast, device)
     sync_every = sync_interval(device)
@@ -289,7 +356,7 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
             "val_psnr": validation_psnr(model, val_pairs, border, device), "seconds": time.perf_counter() - t0,
         })
         print(json.dumps(history[-1]))
-        save_checkpoint(checkpoint, model, optimizer, scheduler, epoch + 1, history)
+        save_checkpoint(checkpoint, model, optimizer, scheduler, epoch + 1, history, fingerprint)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             return history
 

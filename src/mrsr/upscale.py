@@ -22,8 +22,12 @@ is computed from the model, so tiles agree with the untiled result to float prec
 streamed one slice at a time.
 
 Exit status: 0 when every input was written; 2 when anything was skipped (unreadable file, not an
-image, colour image, a transfer syntax without its decoder plugin, ...) or when the weights or the
-device cannot be used. Skipped inputs are reported by name and reason; the others are still written.
+image, colour image, a transfer syntax without its decoder plugin, an output that already exists
+without ``--overwrite``, ...) or when the weights or the device cannot be used.
+
+Outputs appear complete or not at all: files are renamed into place once written, a DICOM series
+folder once all its files are in, and the next run removes what a killed run left half-written.
+An output that exists already (an earlier run's) is not replaced unless ``--overwrite`` is given. Skipped inputs are reported by name and reason; the others are still written.
 Weights load only through :func:`mrsr.weights.load_model` (safetensors plus a JSON sidecar); pickles
 (.pt/.pth/...) are refused because loading them can run arbitrary code.
 """
@@ -50,6 +54,7 @@ from mrsr.upscale_io import (
     process_dicom,
     process_nifti,
 )
+from mrsr.io import clean_stale_temporaries
 from mrsr.limits import add_limit_arguments, limits_from_args
 from mrsr.weights import WeightsError, load_model
 
@@ -171,6 +176,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, default=256, help="tile size in input pixels (default 256)")
     parser.add_argument("--overlap", type=int, default=None,
                         help="tile context in input pixels per side (default: receptive radius + 2)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace outputs that exist already (default: skip those inputs, exit status 2)")
     add_limit_arguments(parser)
 
 
@@ -206,8 +213,17 @@ def run(args: argparse.Namespace) -> int:
     total = Outcome(skipped=list(skipped))
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
+    for stale in clean_stale_temporaries(args.out):
+        print(f"removed {stale}: left half-written by a killed run", file=sys.stderr)
     for job in jobs:
         name = job.name if isinstance(job, DicomJob) else job.src.name
+        existing = [p for p in job.outputs() if p.exists()]
+        if existing and not args.overwrite:
+            src = getattr(job, "src", Path(name))
+            reason = f"{existing[0]} exists (an earlier output?): not replaced; use --overwrite to replace it"
+            print(f"skipped {src}: {reason}", file=sys.stderr)
+            total.skipped.append((src, reason))
+            continue
         with tqdm(desc=name[-40:], total=_count(job), unit="slice", file=sys.stderr, leave=False) as bar:
             try:
                 if isinstance(job, DicomJob):

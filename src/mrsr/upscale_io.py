@@ -35,7 +35,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
-from mrsr.io import atomic_path
+from mrsr.io import atomic_dir, atomic_path
 from mrsr.limits import SizeLimits, nifti_size_problem
 
 DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
@@ -71,6 +71,9 @@ class NiftiJob:
     src: Path
     out: Path
 
+    def outputs(self) -> list[Path]:
+        return [self.out]
+
 
 @dataclass
 class DicomJob:
@@ -78,6 +81,11 @@ class DicomJob:
 
     name: str
     files: list[tuple[Path, Path]] = field(default_factory=list)  # (source, output)
+    folder: Path | None = None  # the series' output folder (a folder input), None for files given one by one
+
+    def outputs(self) -> list[Path]:
+        """What the job creates: its series folder, or its files."""
+        return [self.folder] if self.folder is not None else [out for _, out in self.files]
 
 
 @dataclass
@@ -213,7 +221,7 @@ def collect_inputs(inputs: list[Path], out_dir: Path, suffix: str,
             entry[1].append((int(ds.get("InstanceNumber", 0) or 0), f))
         for first, members in series.values():
             folder = namer(out_dir, _series_name(first) + suffix)
-            job = DicomJob(name=f"{path.name}/{_series_name(first)}")
+            job = DicomJob(name=f"{path.name}/{_series_name(first)}", folder=folder)
             inner = _Namer()
             for _, f in sorted(members):
                 ext = f.suffix if f.suffix.lower() in DICOM_SUFFIXES else ""
@@ -381,8 +389,20 @@ def process_dicom(job: DicomJob, upscale: SliceFn, prov: Provenance, new_series_
 
     Pass 1 decodes every file for the series maximum (the normalisation constant) and minimum (with
     it, the range outputs are clipped to); pass 2 decodes again and writes, so only one file's pixels
-    are in memory at a time.
+    are in memory at a time. A series folder is written as a hidden temporary folder renamed into
+    place once every file is in (a killed run never leaves a partial series that looks complete);
+    it replaces an earlier folder of the same name (the caller decides whether it may).
     """
+    if job.folder is None:
+        return _process_dicom(job, upscale, prov, new_series_uid, progress, lambda out: out)
+    with atomic_dir(job.folder, keep_empty=False) as staging:
+        return _process_dicom(job, upscale, prov, new_series_uid, progress,
+                              lambda out: staging / out.relative_to(job.folder))
+
+
+def _process_dicom(job: DicomJob, upscale: SliceFn, prov: Provenance, new_series_uid: str,
+                   progress: Callable[[int], None], where: Callable[[Path], Path]) -> Outcome:
+    """:func:`process_dicom`'s two passes; each output ``out`` is written at ``where(out)``."""
     outcome, good = Outcome(), []
     lo, hi = math.inf, -math.inf
     for src, out in job.files:
@@ -423,7 +443,7 @@ def process_dicom(job: DicomJob, upscale: SliceFn, prov: Provenance, new_series_
             data = result.tobytes()
             del ds.PixelData
             ds.add_new(0x7FE00010, "OB" if bits_alloc == 8 else "OW", data + b"\0" * (len(data) % 2))
-            with atomic_path(out, suffix=".dcm") as tmp:
+            with atomic_path(where(out), suffix=".dcm") as tmp:
                 pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
             outcome.written.append(out)
         except Exception as exc:

@@ -9,7 +9,8 @@ header declaring more voxels than the file holds or than the limits allow (``--m
 ``--max-volume-voxels``, :mod:`mrsr.limits`): checked before any voxel memory is allocated.
 
 Exit status: 0 when the store was written (rejected files are listed in rejected.csv); 2 when the
-input folder is missing or holds no usable slice.
+input folder is missing or holds no usable slice (then no index.csv is written: its presence means a
+complete store).
 """
 
 from __future__ import annotations
@@ -119,6 +120,19 @@ def ingest(source: str, input_dir: str | Path, out_dir: str | Path, limits: Size
     if not input_dir.is_dir():
         raise FileNotFoundError(f"{input_dir}: input folder does not exist")
     writer = SliceStoreWriter(out_dir)
+    try:
+        _read_source(source, input_dir, writer, limits)
+    except Exception:
+        writer.close(source, complete=False)  # what was read and rejected so far; no index.csv
+        raise
+    summary = writer.close(source)
+    if summary["slices"] == 0:
+        raise ValueError(f"{input_dir}: no usable image slices found ({summary['files_rejected']} files rejected, "
+                         f"see {out_dir / 'rejected.csv'}); no index.csv written")
+    return summary
+
+
+def _read_source(source: str, input_dir: Path, writer: SliceStoreWriter, limits: SizeLimits) -> None:
     files = sorted(p for p in input_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
     if source == "sample":
         # The sample's headers claim 1 mm voxels, which is wrong (its README): record the spacing as unknown.
@@ -132,10 +146,6 @@ def ingest(source: str, input_dir: str | Path, out_dir: str | Path, limits: Size
             ingest_dicom_files(others, writer, limits=limits)
     else:
         raise ValueError(f"unknown source {source!r} (sample or local; tcia data is ingested as local)")
-    summary = writer.close(source)
-    if summary["slices"] == 0:
-        raise ValueError(f"{input_dir}: no usable image slices found ({summary['files_rejected']} files rejected)")
-    return summary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

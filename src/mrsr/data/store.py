@@ -10,6 +10,9 @@ Layout of a store folder ``DIR``::
                          holds, float32 otherwise (see "dtype" below)
     DIR/ingest.json      counts: series, slices kept, all-zero and non-finite slices dropped, files rejected
 
+index.csv is written last and only by an ingest that succeeded with at least one slice: its
+presence means a complete store (a failed ingest leaves rejected.csv and ingest.json, never it).
+
 Slices holding a NaN or infinite value are dropped with a rejected.csv row naming them: such a
 slice has no maximum to normalise by and no defined PSNR, so downstream stages could only average
 NaN or skip it silently. Every stored value is therefore finite.
@@ -38,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mrsr.io import atomic_path, write_csv, write_json
+from mrsr.io import atomic_path, clean_stale_temporaries, write_csv, write_json
 
 INDEX_COLUMNS = [
     "slice_id",  # f"{series_key}:{slice_index:04d}"
@@ -98,7 +101,8 @@ class SeriesSlices:
 class SliceStoreWriter:
     """Collects series and rejections, then writes the store atomically (file by file).
 
-    All-zero slices (padding) are dropped and counted, not stored; so are slices with a NaN or
+    Opening a writer removes the folder's index.csv (the store is being rewritten: not complete
+    until :meth:`close` succeeds) and what killed runs left half-written. All-zero slices (padding) are dropped and counted, not stored; so are slices with a NaN or
     infinite value, each file concerned also getting a rejected.csv row.
     """
 
@@ -112,6 +116,9 @@ class SliceStoreWriter:
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
         (self.out_dir / "slices").mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "index.csv").unlink(missing_ok=True)
+        for folder in (self.out_dir, self.out_dir / "slices"):
+            clean_stale_temporaries(folder)
 
     def reject(self, path: str | Path, reason: str) -> None:
         self.rejected.append({"path": str(path), "reason": reason})
@@ -171,8 +178,15 @@ class SliceStoreWriter:
         self.n_series += 1
         return key
 
-    def close(self, source: str) -> dict:
-        """Write index.csv, rejected.csv and ingest.json; returns the summary."""
+    def close(self, source: str, complete: bool = True) -> dict:
+        """Write rejected.csv and ingest.json, then index.csv; returns the summary.
+
+        Args:
+            source: the data source, recorded in ingest.json.
+            complete: False after a failed ingest: the reports are written (what was read, what
+                was rejected) but not index.csv, whose presence means a complete store. Neither
+                is it written for a store without a single slice.
+        """
         write_csv(self.out_dir / "rejected.csv", pd.DataFrame(self.rejected, columns=REJECTED_COLUMNS))
         summary = {
             "source": source,
@@ -183,8 +197,8 @@ class SliceStoreWriter:
             "files_rejected": len(self.rejected),
         }
         write_json(self.out_dir / "ingest.json", summary)
-        # index.csv last: its presence marks a complete store.
-        write_csv(self.out_dir / "index.csv", pd.DataFrame(self.rows, columns=INDEX_COLUMNS))
+        if complete and self.rows:  # last, and only now: its presence marks a complete store
+            write_csv(self.out_dir / "index.csv", pd.DataFrame(self.rows, columns=INDEX_COLUMNS))
         return summary
 
 
