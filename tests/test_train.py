@@ -172,3 +172,53 @@ def test_torn_checkpoint_and_killed_temporaries_are_not_trusted(tmp_path, patche
     history = train(job, patches, weights, tiny_config)
     assert "not a resumable checkpoint" in capsys.readouterr().out and len(history) == 2
     assert not stale.exists() and weights.exists()
+
+
+# ------------------------------------------------- settings that failed late (#14 class 7)
+def test_infinite_gradient_norm_stops_training_like_a_nan_loss(tmp_path, patches, tiny_config):
+    """lr 1e6 with adjustable clipping: the loss can stay finite while the gradient norm is Inf."""
+    tiny_config["train"].update(optimizer="sgd", lr=1e6, epochs=3, steps_per_epoch=4)
+    with pytest.raises(NonFiniteLossError, match=r"gradient norm is inf at epoch 1, step \d+"):
+        train(Job("proposed", "multi", 2), patches, tmp_path / "m.safetensors", tiny_config)
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_gradient_norm_alone_is_checked(tmp_path, patches, tiny_config, monkeypatch):
+    """A finite loss with an Inf gradient norm stops the run, named as the gradient norm."""
+    real = make_train_step
+
+    def inf_norm_step(*args, **kwargs):
+        step = real(*args, **kwargs)
+        return lambda lr, hr, clip: (step(lr, hr, clip)[0], torch.tensor(float("inf")))
+
+    monkeypatch.setattr("mrsr.train.make_train_step", inf_norm_step)
+    with pytest.raises(NonFiniteLossError, match=r"gradient norm is inf at epoch 1, step 1"):
+        train(Job("proposed", "multi", 2), patches, tmp_path / "m.safetensors", tiny_config)
+
+
+def test_batch_larger_than_the_patch_set_names_the_key(tmp_path, patches, tiny_config):
+    from mrsr.config import ConfigError
+
+    tiny_config["train"].update(batch_size=65)
+    with pytest.raises(ConfigError, match=r"'train.batch_size': 65 is larger than the 64 training patches"):
+        train(Job("proposed", "multi", 2), patches, tmp_path / "m.safetensors", tiny_config)
+
+
+def test_lr_size_larger_than_the_images_names_the_key(tmp_path):
+    import nibabel as nib
+
+    from mrsr.config import ConfigError
+    from mrsr.data.ingest import ingest
+    from mrsr.data.patches import make_patches
+    from mrsr.data.split import make_split
+    from mrsr.data.store import read_index
+
+    for name in ("a", "b"):
+        volume = np.random.default_rng(0).integers(1, 500, (40, 36, 3)).astype(np.int16)
+        (tmp_path / "in" / name).mkdir(parents=True)
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "in" / name / "v.nii.gz")
+    ingest("local", tmp_path / "in", tmp_path / "store")
+    split = make_split(read_index(tmp_path / "store"), "series", 0, 1, 1)
+    assert len(make_patches(tmp_path / "store", split, 2, 14, 11, 0, 0)["lr"]) > 0
+    with pytest.raises(ConfigError, match=r"'patches.x2.lr_size': 19 gives no patch: .* at most 18 x 20"):
+        make_patches(tmp_path / "store", split, 2, 19, 11, 0, 0)

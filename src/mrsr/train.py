@@ -15,8 +15,9 @@ One readable loop (nanoGPT style). The paper's protocol: He init, SGD momentum 0
   epoch with the optimiser state of another; a restarted job resumes from it, but only when it was
   written under the same job, model options, training settings and patch shapes (a fingerprint
   stored in it; ``epochs``, ``threads``, ``device``, ``compile`` and ``channels_last`` may change).
-  Otherwise training starts again from epoch 0, saying what differs. A NaN or Inf loss stops the job naming epoch and step, and leaves
-  the last good checkpoint in place.
+  Otherwise training starts again from epoch 0, saying what differs. A NaN or Inf loss (or
+  gradient norm: clipping would turn it into steps that learn nothing) stops the job naming epoch
+  and step, and leaves the last good checkpoint in place.
 - Outputs: ``WEIGHTS.safetensors`` + ``WEIGHTS.json`` sidecar, and a history CSV (epoch, loss, lr,
   grad_norm, val_psnr, seconds).
 """
@@ -39,7 +40,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from mrsr.config import Job, border_pixels, job_train_settings, load_config, model_options
+from mrsr.config import ConfigError, Job, border_pixels, job_train_settings, load_config, model_options
 from mrsr.io import atomic_path, clean_stale_temporaries, write_csv, write_json
 from mrsr.metrics import crop_border, psnr
 from mrsr.models import SuperResolver, build_model
@@ -59,7 +60,7 @@ def sync_interval(device: torch.device) -> int:
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or Inf; the message names the epoch and step."""
+    """The loss or the gradient norm became NaN or Inf; the message names the epoch and step."""
 
 
 @dataclass
@@ -305,7 +306,10 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
     val_pairs = [(data[f"val_lr_{i}"], data[f"val_hr_{i}"]) for i in range(min(stored_val, cfg.val_slices))]
     n = len(lr_all)
     if n == 0:
-        raise ValueError(f"{patches}: no training patches")
+        raise ConfigError(f"{patches}: no training patches (config key 'patches.x{job.scale}.lr_size' larger than the images?)")
+    if cfg.batch_size > n:  # every batch would repeat patches; and memory grows with the batch, not the data
+        raise ConfigError(f"config key 'train.batch_size': {cfg.batch_size} is larger than the {n} training patches "
+                          f"of x{job.scale}; use at most {n}")
     steps = cfg.steps_per_epoch or math.ceil(n / cfg.batch_size)
     border = border_pixels(config, job.scale)
 
@@ -341,11 +345,17 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
             norms.append(norm)
             if (step + 1) % sync_every == 0 or step + 1 == steps:
                 recent = torch.stack(losses[-sync_every:]).float().cpu()
-                bad = (~torch.isfinite(recent)).nonzero()
+                # the gradient norm too: with clipping, an infinite gradient is scaled to zero and
+                # the loss stays finite while nothing is learnt (lr 1e6 "trained" to exit 0)
+                recent_norms = torch.stack(norms[-sync_every:]).float().cpu()
+                bad = (~(torch.isfinite(recent) & torch.isfinite(recent_norms))).nonzero()
                 if len(bad):
-                    first = len(losses) - len(recent) + int(bad[0, 0])
+                    k = int(bad[0, 0])
+                    first = len(losses) - len(recent) + k
+                    what = "loss" if not torch.isfinite(recent[k]) else "gradient norm"
+                    value = (recent if what == "loss" else recent_norms)[k].item()
                     raise NonFiniteLossError(
-                        f"{job.name}: loss is {recent[bad[0, 0]].item()} at epoch {epoch + 1}, step {first + 1}; "
+                        f"{job.name}: {what} is {value} at epoch {epoch + 1}, step {first + 1}; "
                         f"the last good checkpoint ({checkpoint}) is kept. Lower train.lr or set train.clip_theta."
                     )
                 bar.set_postfix(loss=f"{recent[-1].item():.2e}")
