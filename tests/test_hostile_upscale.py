@@ -196,3 +196,52 @@ def test_outputs_honour_the_umask(tmp_path, weights, umask):
     assert len(made) == 3
     for p in made:
         assert stat.S_IMODE(p.stat().st_mode) == (0o777 if p.is_dir() else 0o666) & ~umask, p
+
+
+# -------------------------------------------------------------------- class 4: provenance
+@pytest.mark.parametrize("key,value", [("scale", 4), ("scale", 3), ("model", "srcnn"), ("strategy", "single")])
+def test_sidecar_disagreeing_with_the_weights_is_refused(tmp_path, weights, capsys, key, value):
+    import json
+
+    from mrsr.weights import WeightsError, load_model
+
+    side = weights.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    side.write_text(json.dumps({**meta, key: value}))
+    with pytest.raises(WeightsError) as exc:
+        load_model(weights)
+    assert "\n" not in str(exc.value) and f"saved as {key} {str(meta[key])!r}" in str(exc.value)
+    src = nifti(tmp_path / "a.nii", np.random.default_rng(3).random((12, 10, 2)).astype(np.float32))
+    assert upscale(weights, tmp_path / "out", src) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "mixed up" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_weights_without_full_provenance_and_shape_mismatches(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    from mrsr.weights import WeightsError, load_model
+
+    model = tiny_model()
+    old = tmp_path / "old.safetensors"  # written before the strategy was in the header: still loads
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(old), metadata={"model": "proposed", "scale": "2"})
+    old.with_suffix(".json").write_text(json.dumps({"model": "proposed", "scale": 2, "strategy": "multi", "options": TINY}))
+    assert load_model(old)[0].scale == 2
+    old.with_suffix(".json").write_text(json.dumps({"model": "proposed", "scale": 2, "strategy": "multi",
+                                                    "options": {**TINY, "features": 16}}))
+    with pytest.raises(WeightsError, match="do not match model 'proposed'") as exc:
+        load_model(old)
+    assert "\n" not in str(exc.value)
+
+
+def test_upscaler_refuses_output_of_another_scale():
+    from mrsr.upscale import Upscaler
+
+    model = tiny_model(2)
+    upscaler = Upscaler(model)
+    upscaler.scale = 4  # as if labelled x4 while the weights compute x2
+    with pytest.raises(RuntimeError, match="not x4"):
+        upscaler(np.zeros((8, 8), np.float32))

@@ -137,6 +137,10 @@ class Upscaler:
         x = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32))[None, None].to(self.device)
         with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
             y = self.model(x)
+        expected = (self.scale * lr.shape[0], self.scale * lr.shape[1])
+        if tuple(y.shape[-2:]) != expected:  # never write an output labelled x{scale} at another scale
+            raise RuntimeError(f"the model returned {tuple(y.shape[-2:])} for a {lr.shape} input, not x{self.scale} "
+                               f"{expected}: its weights and sidecar disagree on the scale")
         return y[0, 0].float().cpu().numpy()
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
