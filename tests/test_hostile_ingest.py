@@ -282,3 +282,38 @@ def test_failed_ingest_never_leaves_an_index(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk vanished"):
         ingest("local", tmp_path / "in", store)
     assert not (store / "index.csv").exists() and (store / "ingest.json").exists()
+
+
+# -------------------------------------------------- class 3: an unreadable folder is reported
+def make_unreadable(folder: Path, monkeypatch) -> None:
+    """chmod 000; where that does not deny access (root), listing it raises PermissionError as it
+    would for anyone else (os.walk lists folders with os.scandir)."""
+    folder.chmod(0)
+    if os.access(folder, os.R_OK):
+        real = os.scandir
+
+        def scandir(path=".", *args):
+            if Path(path) == folder:
+                raise PermissionError(13, "Permission denied", str(folder))
+            return real(path, *args)
+
+        monkeypatch.setattr(os, "scandir", scandir)
+
+
+@pytest.fixture()
+def restore_modes(tmp_path):
+    yield
+    for p in tmp_path.rglob("*"):  # pytest must be able to delete it afterwards
+        if p.is_dir():
+            p.chmod(0o755)
+
+
+def test_unreadable_subfolder_is_a_rejected_row(tmp_path, monkeypatch, restore_modes):
+    good_nifti(tmp_path / "in" / "P1" / "a.nii.gz")
+    good_nifti(tmp_path / "in" / "locked" / "b.nii.gz")
+    make_unreadable(tmp_path / "in" / "locked", monkeypatch)
+    summary = ingest("local", tmp_path / "in", tmp_path / "store")
+    assert summary["series"] == 1 and summary["files_rejected"] == 1
+    rejected = pd.read_csv(tmp_path / "store" / "rejected.csv")
+    assert rejected["path"].tolist() == [str(tmp_path / "in" / "locked")]
+    assert "unreadable folder, its files were not read: PermissionError" in rejected["reason"].iloc[0]

@@ -245,3 +245,19 @@ def test_upscaler_refuses_output_of_another_scale():
     upscaler.scale = 4  # as if labelled x4 while the weights compute x2
     with pytest.raises(RuntimeError, match="not x4"):
         upscaler(np.zeros((8, 8), np.float32))
+
+
+# -------------------------------------------------- class 3: an unreadable folder is reported
+def test_unreadable_subfolder_is_skipped_with_its_reason(tmp_path, weights, capsys, monkeypatch):
+    from test_hostile_ingest import make_unreadable
+
+    dicom_series(tmp_path / "in" / "a", n=1)
+    dicom_series(tmp_path / "in" / "locked", n=1)
+    make_unreadable(tmp_path / "in" / "locked", monkeypatch)
+    try:
+        assert upscale(weights, tmp_path / "out", tmp_path / "in") == 2
+    finally:
+        (tmp_path / "in" / "locked").chmod(0o755)
+    err = capsys.readouterr().err
+    assert f"skipped {tmp_path / 'in' / 'locked'}: unreadable folder, its files were not read: PermissionError" in err
+    assert len(list((tmp_path / "out").rglob("*.dcm"))) == 1

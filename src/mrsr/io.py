@@ -18,7 +18,7 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +132,28 @@ def clean_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
         except OSError:
             pass  # gone already, or not ours to remove: never a reason to fail a run
     return removed
+
+
+def list_files(root: str | os.PathLike, on_error: Callable[[Path, str], None],
+               skip_hidden_dirs: bool = False) -> list[Path]:
+    """Every file under ``root``, sorted; each folder that cannot be listed is reported, not skipped
+    in silence (``Path.rglob`` swallows PermissionError).
+
+    Args:
+        root: the folder to search.
+        on_error: called as ``on_error(folder, reason)`` for each folder that cannot be listed.
+        skip_hidden_dirs: do not descend into folders whose name starts with a dot.
+    """
+    def report(exc: OSError) -> None:
+        on_error(Path(exc.filename or root), f"unreadable folder, its files were not read: "
+                                             f"{type(exc).__name__}: {exc.strerror or exc}")
+
+    files = []
+    for folder, dirs, names in os.walk(root, onerror=report):
+        if skip_hidden_dirs:
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+        files.extend(Path(folder) / n for n in names)
+    return sorted(p for p in files if p.is_file())
 
 
 def write_text(target: str | os.PathLike, text: str) -> None:

@@ -35,7 +35,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
-from mrsr.io import atomic_dir, atomic_path
+from mrsr.io import atomic_dir, atomic_path, list_files
 from mrsr.limits import SizeLimits, nifti_size_problem
 
 DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
@@ -176,7 +176,8 @@ def collect_inputs(inputs: list[Path], out_dir: Path, suffix: str,
     ``OUT/<stem><suffix>[.dcm]``, grouped by SeriesInstanceUID (so one new series UID per series).
     A folder is searched recursively; its NIfTI files are jobs of their own and its DICOM files are
     grouped by SeriesInstanceUID, each series -> ``OUT/<SeriesNumber>_<SeriesDescription><suffix>/``
-    with the original file names. Hidden files are ignored. DICOM files whose declared size is over
+    with the original file names. Hidden files are ignored; a folder that cannot be listed is
+    skipped with its reason. DICOM files whose declared size is over
     ``limits`` or beyond their pixel data are skipped here, before any pixel data is read.
 
     Returns:
@@ -206,8 +207,9 @@ def collect_inputs(inputs: list[Path], out_dir: Path, suffix: str,
             continue
         n_before = len(jobs) + len(skipped)
         series: dict[str, tuple[pydicom.Dataset, list[tuple[int, Path]]]] = {}
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not any(
-            part.startswith(".") for part in p.relative_to(path).parts))
+        # a folder that cannot be listed is skipped with its reason, like a bad file (rglob was silent)
+        files = [p for p in list_files(path, lambda folder, why: skipped.append((folder, why)), skip_hidden_dirs=True)
+                 if not p.name.startswith(".")]
         for f in files:
             if is_nifti(f):
                 jobs.append(_nifti_job(f, out_dir, suffix, namer))

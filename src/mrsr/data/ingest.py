@@ -23,6 +23,7 @@ import nibabel as nib
 import numpy as np
 
 from mrsr.data.store import INTEGER_DTYPES, SeriesSlices, SliceStoreWriter
+from mrsr.io import list_files
 from mrsr.limits import SizeLimits, add_limit_arguments, limits_from_args, nifti_size_problem
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -133,7 +134,8 @@ def ingest(source: str, input_dir: str | Path, out_dir: str | Path, limits: Size
 
 
 def _read_source(source: str, input_dir: Path, writer: SliceStoreWriter, limits: SizeLimits) -> None:
-    files = sorted(p for p in input_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+    # a folder that cannot be listed is a rejected.csv row like any unreadable file (rglob skipped it silently)
+    files = [p for p in list_files(input_dir, writer.reject) if not p.name.startswith(".")]
     if source == "sample":
         # The sample's headers claim 1 mm voxels, which is wrong (its README): record the spacing as unknown.
         ingest_nifti_files([p for p in files if is_nifti(p)], input_dir, writer, spacing_known=False, limits=limits)
