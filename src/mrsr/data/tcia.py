@@ -205,6 +205,11 @@ class _Expiry:
         if expired and sock is not None:
             _shutdown(sock)
 
+    @property
+    def passed(self) -> bool:
+        """Whether the deadline has passed (the timer may fire a moment late)."""
+        return self.expired or time.monotonic() >= self.at
+
     def cancel(self) -> None:
         self._timer.cancel()
 
@@ -361,7 +366,7 @@ class NbiaClient:
                 _current.expiry = None
                 yield resp, expiry
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, RetryableError) as exc:
-            if not expiry.expired:
+            if not expiry.passed:
                 raise
             if run_bound:
                 raise DeadlineExceeded(f"{endpoint}: stopped at the run's deadline of {self.bounds.run_deadline:g} s "
@@ -386,12 +391,12 @@ class NbiaClient:
                 received += len(chunk)
                 on_chunk(chunk)
                 elapsed = time.monotonic() - started
-                if expiry.expired or time.monotonic() > expiry.at:
+                if expiry.passed:
                     raise OSError("deadline passed")  # turned into the deadline's error by _exchange
                 if elapsed > self.bounds.rate_grace and received < self.bounds.min_rate * elapsed:
                     raise RetryableError(f"{what}: {received} bytes in {elapsed:.0f} s, below the minimum rate of "
                                          f"{self.bounds.min_rate:g} B/s (--min-rate)")
-            if expiry.expired:  # a body without a length "ends" when its socket is shut down
+            if expiry.passed:  # a body without a length "ends" when its socket is shut down
                 raise OSError("deadline passed")
         except (urllib3.exceptions.HTTPError, http.client.HTTPException) as exc:
             raise RetryableError(f"{what}: body cut short ({type(exc).__name__}: {exc})") from exc
