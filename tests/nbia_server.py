@@ -12,6 +12,13 @@ closed mid-ZIP; ``"missing"`` a valid ZIP one image short; ``"badmd5"`` a wrong 
 ``"slow"`` a stall longer than the client's read timeout; ``"zipslip"`` an entry named ``../../x``;
 ``"absolute"`` an entry with an absolute path; ``"json200"`` an error text sent as 200 JSON.
 ``server.list_faults`` does the same for getSeries.
+
+Hostile modes (a server that never ends an answer; each stops after ``server.hostile_seconds`` or
+when the client hangs up, so a test can never hang on it): ``"endless_json"`` (getSeries: a JSON
+array that never closes), ``"drip"`` (one byte every ``server.drip_interval`` seconds, with a
+Content-Length the body never reaches), ``"drip_headers"`` (the status line, then the headers a byte
+at a time), ``"endless_zip"`` (getImage: a ZIP local header, then zeros for ever);
+``server.omit_file_size`` leaves FileSize out of getSeries rows, as the endless-ZIP case needs.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
 import socket
 import threading
@@ -58,8 +66,8 @@ class FakeSeries:
     collection: str = "Brain-Tumor-Progression"
     modality: str = "MR"
 
-    def row(self) -> dict:
-        return {
+    def row(self, file_size: bool = True) -> dict:
+        row = {
             "SeriesInstanceUID": self.uid, "StudyInstanceUID": self.study_uid, "Modality": self.modality,
             "ProtocolName": "", "SeriesDate": "08-13-1996", "SeriesDescription": self.description,
             "BodyPartExamined": "BRAIN", "SeriesNumber": 11, "AnnotationsFlag": "", "Collection": self.collection,
@@ -73,6 +81,9 @@ class FakeSeries:
             "DateReleased": "07-20-2018", "StudyDesc": "MR RCBV SEQUENCE", "StudyDate": "08-13-1996",
             "ThirdPartyAnalysis": "NO", "Authorized": 1,
         }
+        if not file_size:
+            del row["FileSize"]
+        return row
 
 
 def series_from_manifest(work: Path, n_patients: int = 2, images: int = 3, size: int = 16) -> list[FakeSeries]:
@@ -107,6 +118,9 @@ class NbiaServer:
     list_faults: list[str] = field(default_factory=list)
     retry_after: str = "1"
     slow_seconds: float = 2.0
+    hostile_seconds: float = 30.0
+    drip_interval: float = 1.0
+    omit_file_size: bool = False
     requests: list[tuple[float, str, dict]] = field(default_factory=list)
     bad_params: list[tuple[str, list[str]]] = field(default_factory=list)
 
@@ -190,9 +204,10 @@ class _Handler(BaseHTTPRequestHandler):
             names = sorted({s.collection for s in st.series} - st.limited)
             return self._send(200, json.dumps([{"Collection": c} for c in names]).encode(), "application/json")
         if endpoint == "getSeries":
-            if self._status_fault(st.next_fault(None)):
+            fault = st.next_fault(None)
+            if self._status_fault(fault) or self._hostile(fault, b'{"SeriesInstanceUID": "1.2.3", "Modality": "MR"},' * 1300):
                 return
-            rows = [s.row() for s in st.series if s.collection not in st.limited and all(
+            rows = [s.row(not st.omit_file_size) for s in st.series if s.collection not in st.limited and all(
                 str(s.row().get(k, "")).upper() == v.upper() for k, v in one.items() if k != "format")]
             return self._send(200, json.dumps(rows).encode() if rows else b"", "application/json")
         uid = one.get("SeriesInstanceUID")
@@ -203,9 +218,51 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(400, f"The user has not been granted the access to image with given "
                                    f"SeriesInstanceUID,{uid}. Please contact System Admin".encode(), "application/json")
         fault = st.next_fault(uid)
-        if self._status_fault(fault):
+        if self._status_fault(fault) or self._hostile(fault, b"\0" * 65536):
             return
         self._stream_zip(match[0], fault, one.get("IncludeMD5") == "Yes")
+
+    def _hostile(self, fault: str | None, filler: bytes) -> bool:
+        """The never-ending answers; True when ``fault`` was one (the answer is then over)."""
+        st = self.server_state
+        if fault not in ("endless_json", "drip", "drip_headers", "endless_zip"):
+            return False
+        end = time.monotonic() + st.hostile_seconds
+        self.close_connection = True
+        try:
+            if fault == "drip_headers":
+                self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                for byte in b"Content-Type: application/octet-stream\r\n" * 1000:
+                    if time.monotonic() > end:
+                        return True
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(st.drip_interval)
+                return True
+            self.send_response(200)
+            if fault == "drip":
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(10**9))
+                self.end_headers()
+                body = iter(b"PK\x03\x04" + filler)
+                while time.monotonic() < end:
+                    self.wfile.write(bytes([next(body, 0)]))
+                    self.wfile.flush()
+                    time.sleep(st.drip_interval)
+                return True
+            self.send_header("Content-Type", "application/json" if fault == "endless_json" else "application/octet-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            # a local file header of a stored entry with sizes unknown (data descriptor follows), then zeros
+            first = (b"[" if fault == "endless_json" else
+                     b"PK\x03\x04" + bytes([20, 0, 8, 0, 0, 0]) + bytes(16) + (8).to_bytes(2, "little") + bytes(2) + b"1-01.dcm")
+            for chunk in itertools.chain([first], itertools.repeat(filler)):
+                if time.monotonic() > end:
+                    return True
+                self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up: what it should do
+        return True
 
     def _status_fault(self, fault: str | None) -> bool:
         if fault in ("500", "502", "503", "504", "400", "404"):

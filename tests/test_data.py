@@ -43,7 +43,8 @@ def test_sample_ingest_index(sample_store):
     index = read_index(out)
     assert list(index.columns) == INDEX_COLUMNS
     # 4 volumes of 24 slices, slices 20-23 all zero in each (sample README).
-    assert summary == {"source": "sample", "series": 4, "slices": 80, "zero_slices_dropped": 16, "files_rejected": 0}
+    assert summary == {"source": "sample", "series": 4, "slices": 80, "zero_slices_dropped": 16,
+                       "nonfinite_slices_dropped": 0, "files_rejected": 0}
     assert index["slice_id"].is_unique
     assert set(index["patient_id"]) == {"PGBM-002", "PGBM-019"}
     assert (index[["rows", "cols"]] == 256).all().all()

@@ -277,3 +277,103 @@ def test_backoff_grows_with_jitter_and_honours_retry_after():
 def test_unsafe_entry_names(name):
     with pytest.raises(Exception, match="path traversal"):
         check_entry_name(name)
+
+
+# ------------------------------------------------------ a hostile server (#14 class 6): bounded
+CHILD = """
+import resource, sys, time
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))  # a guard for the shared machine; the test checks the RSS
+from mrsr.cli import main
+t0 = time.monotonic()
+rc = main(sys.argv[1:])
+# VmHWM: this process's own peak. getrusage's ru_maxrss survives execve on Linux, so after a
+# fork of a large test process it would report the parent's size, not ours.
+peak_kb = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:'))
+print("PEAK_RSS_KB", peak_kb, "SECONDS", time.monotonic() - t0)
+sys.exit(rc)
+"""
+
+
+@pytest.mark.parametrize("mode,where,expected", [
+    ("endless_json", "list", "exceeds the 128 MiB cap on JSON (--max-json-mb)"),
+    ("endless_zip", "image", "ZIP larger than the"),
+    ("drip", "image", "within the request deadline of 2 s (--request-deadline)"),
+])
+def test_hostile_server_ends_with_a_clear_error_in_bounded_time_and_memory(server, catalogue, tmp_path, mode, where, expected):
+    """Default caps; deadlines small for the test's sake. The downloader runs in a child process whose
+    peak RSS is measured; the server keeps streaming until the client hangs up."""
+    import subprocess
+    import sys
+
+    target = images(catalogue)[0]
+    server.hostile_seconds, server.drip_interval = 60.0, 0.5
+    if where == "list":
+        server.list_faults = [mode] * 3
+    else:
+        server.faults[target.uid] = [mode] * 3
+        server.omit_file_size = mode == "endless_zip"  # then only ImageCount x 64 MiB bounds the body
+    deadline = 20
+    out = tmp_path / "o"
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, "download", "--collection", "Brain-Tumor-Progression", "--out", str(out),
+         "--api-url", server.base_url, "--patients", target.patient_id, "--series-description", target.description,
+         "--no-progress", "--backoff", "0.01", "--pause", "0", "--timeout", "2", "--retries", "2",
+         "--request-deadline", "2", "--deadline", str(deadline)],
+        capture_output=True, text=True, timeout=deadline + 30)
+    assert result.returncode in (1, 2), result.stderr
+    assert expected in result.stderr, result.stderr
+    rss_kb, seconds = (float(v) for v in result.stdout.split("PEAK_RSS_KB")[1].split()[::2])
+    print(mode, f"peak RSS {rss_kb / 1024:.0f} MB, {seconds:.1f} s")
+    assert rss_kb / 1024 < 500 and seconds < deadline, (rss_kb, seconds)
+    assert not (out / ".partial").exists() or not any((out / ".partial").iterdir())
+    assert not (out / target.patient_id / target.uid).exists()
+
+
+def test_run_deadline_stops_retrying_a_dripping_series(server, catalogue, tmp_path):
+    from mrsr.data.tcia import Bounds
+
+    target = images(catalogue)[0]
+    server.faults[target.uid] = ["drip"] * 10
+    server.drip_interval = 0.2
+    t0 = time.monotonic()
+    report = download(server, tmp_path / "o", bounds=Bounds(request_deadline=1.5, run_deadline=4.0))
+    elapsed = time.monotonic() - t0
+    assert elapsed < 6.0 and not report.ok
+    assert "run's deadline" in report.failed[target.uid] and "--deadline" in report.failed[target.uid]
+
+
+def test_a_body_below_the_minimum_rate_is_abandoned(server, catalogue, tmp_path):
+    from mrsr.data.tcia import Bounds
+
+    target = images(catalogue)[0]
+    server.faults[target.uid] = ["drip"] * 2
+    server.drip_interval = 0.05  # about 20 B/s
+    report = download(server, tmp_path / "o", retry=RetryPolicy(attempts=2, base_delay=0.01),
+                      bounds=Bounds(rate_grace=1.0, min_rate=1000))
+    assert "below the minimum rate of 1000 B/s (--min-rate)" in report.failed[target.uid]
+    assert len(report.downloaded) == len(images(catalogue)) - 1  # the others are not held up
+
+
+def test_headers_dripping_are_cut_at_the_request_deadline(server, tmp_path):
+    from mrsr.data.tcia import Bounds, DownloadError
+
+    server.list_faults = ["drip_headers"] * 2
+    server.drip_interval = 0.1
+    t0 = time.monotonic()
+    with pytest.raises(DownloadError, match=r"gave up after 2 attempts.*within the request deadline of 1 s"):
+        download(server, tmp_path / "o", retry=RetryPolicy(attempts=2, base_delay=0.01), bounds=Bounds(request_deadline=1.0))
+    assert time.monotonic() - t0 < 4.0
+
+
+def test_a_zip_entry_that_is_not_dicom_stops_extraction_and_is_not_retried(server, catalogue, tmp_path):
+    target = images(catalogue)[0]
+    first = sorted(target.files)[0]
+    original = target.files[first]
+    target.files[first] = b"not a DICOM file at all" * 100
+    try:
+        report = download(server, tmp_path / "o")
+    finally:
+        target.files[first] = original
+    assert f"ZIP entry {first} is not readable DICOM" in report.failed[target.uid]
+    assert len(server.image_requests(target.uid)) == 1
+    assert not (tmp_path / "o" / ".partial").exists() or not any((tmp_path / "o" / ".partial").iterdir())

@@ -117,3 +117,110 @@ def test_compiled_step_equals_eager_step():
         step = make_train_step(model, optimizer, FastPath(False, False, mode), torch.device("cpu"))
         results.append([tuple(float(v) for v in step(lr, hr, 0.4)) for _ in range(2)])
     np.testing.assert_allclose(results[0], results[1], rtol=1e-4)
+
+
+# ------------------------------------------------------ checkpoints: one file, fingerprinted (#14)
+def _ckpt(weights):
+    return weights.with_name(weights.stem + ".ckpt.safetensors")
+
+
+def test_checkpoint_is_one_file_with_its_fingerprint(tmp_path, patches, tiny_config):
+    from safetensors import safe_open
+
+    weights = tmp_path / "proposed_multi_x2.safetensors"
+    train(Job("proposed", "multi", 2), patches, weights, tiny_config, stop_after_epoch=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["proposed_multi_x2.ckpt.safetensors", "x2.npz"]
+    with safe_open(str(_ckpt(weights)), "pt") as f:
+        meta = json.loads(f.metadata()["mrsr_checkpoint"])
+    assert meta["epoch"] == 1 and meta["fingerprint"]["job"] == "proposed_multi_x2"
+    assert meta["fingerprint"]["train"]["lr"] == tiny_config["train"]["lr"]
+    assert meta["fingerprint"]["patches"] == {"lr": [64, 1, 14, 14], "hr": [64, 1, 27, 27]}
+
+
+@pytest.mark.parametrize("change,resumes,named", [
+    (lambda c: c["train"].update(lr=c["train"]["lr"] / 10), False, "train.lr"),
+    (lambda c: c["train"].update(batch_size=4), False, "train.batch_size"),
+    (lambda c: c["model"]["proposed"].update(features=4), False, "model_options.features"),
+    (lambda c: c["train"].update(epochs=3, threads=2), True, None),  # a longer run resumes
+])
+def test_checkpoint_of_other_settings_restarts_saying_why(tmp_path, patches, tiny_config, capsys, change, resumes, named):
+    job = Job("proposed", "multi", 2)
+    weights = tmp_path / "proposed_multi_x2.safetensors"
+    train(job, patches, weights, tiny_config, stop_after_epoch=1)
+    change(tiny_config)
+    capsys.readouterr()
+    history = train(job, patches, weights, tiny_config)  # no size-mismatch traceback, no mixed run
+    out = capsys.readouterr().out
+    assert ("resuming after epoch 1" in out) == resumes
+    if named:
+        assert "written under other settings" in out and named in out and "starting from epoch 0" in out
+    assert [h["epoch"] for h in history] == list(range(1, tiny_config["train"]["epochs"] + 1))
+    assert not _ckpt(weights).exists()
+
+
+def test_torn_checkpoint_and_killed_temporaries_are_not_trusted(tmp_path, patches, tiny_config, capsys):
+    import socket
+    import subprocess
+    import sys
+
+    job = Job("proposed", "multi", 2)
+    weights = tmp_path / "proposed_multi_x2.safetensors"
+    train(job, patches, weights, tiny_config, stop_after_epoch=1)
+    data = _ckpt(weights).read_bytes()
+    _ckpt(weights).write_bytes(data[: len(data) // 2])  # as a copy cut short would leave it
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".{_ckpt(weights).name}.mrsr@{socket.gethostname()}@{int(dead.stdout)}.abcd1234.safetensors.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    history = train(job, patches, weights, tiny_config)
+    assert "not a resumable checkpoint" in capsys.readouterr().out and len(history) == 2
+    assert not stale.exists() and weights.exists()
+
+
+# ------------------------------------------------- settings that failed late (#14 class 7)
+def test_infinite_gradient_norm_stops_training_like_a_nan_loss(tmp_path, patches, tiny_config):
+    """lr 1e6 with adjustable clipping: the loss can stay finite while the gradient norm is Inf."""
+    tiny_config["train"].update(optimizer="sgd", lr=1e6, epochs=3, steps_per_epoch=4)
+    with pytest.raises(NonFiniteLossError, match=r"gradient norm is inf at epoch 1, step \d+"):
+        train(Job("proposed", "multi", 2), patches, tmp_path / "m.safetensors", tiny_config)
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_gradient_norm_alone_is_checked(tmp_path, patches, tiny_config, monkeypatch):
+    """A finite loss with an Inf gradient norm stops the run, named as the gradient norm."""
+    real = make_train_step
+
+    def inf_norm_step(*args, **kwargs):
+        step = real(*args, **kwargs)
+        return lambda lr, hr, clip: (step(lr, hr, clip)[0], torch.tensor(float("inf")))
+
+    monkeypatch.setattr("mrsr.train.make_train_step", inf_norm_step)
+    with pytest.raises(NonFiniteLossError, match=r"gradient norm is inf at epoch 1, step 1"):
+        train(Job("proposed", "multi", 2), patches, tmp_path / "m.safetensors", tiny_config)
+
+
+def test_batch_larger_than_the_patch_set_names_the_key(tmp_path, patches, tiny_config):
+    from mrsr.config import ConfigError
+
+    tiny_config["train"].update(batch_size=65)
+    with pytest.raises(ConfigError, match=r"'train.batch_size': 65 is larger than the 64 training patches"):
+        train(Job("proposed", "multi", 2), patches, tmp_path / "m.safetensors", tiny_config)
+
+
+def test_lr_size_larger_than_the_images_names_the_key(tmp_path):
+    import nibabel as nib
+
+    from mrsr.config import ConfigError
+    from mrsr.data.ingest import ingest
+    from mrsr.data.patches import make_patches
+    from mrsr.data.split import make_split
+    from mrsr.data.store import read_index
+
+    for name in ("a", "b"):
+        volume = np.random.default_rng(0).integers(1, 500, (40, 36, 3)).astype(np.int16)
+        (tmp_path / "in" / name).mkdir(parents=True)
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "in" / name / "v.nii.gz")
+    ingest("local", tmp_path / "in", tmp_path / "store")
+    split = make_split(read_index(tmp_path / "store"), "series", 0, 1, 1)
+    assert len(make_patches(tmp_path / "store", split, 2, 14, 11, 0, 0)["lr"]) > 0
+    with pytest.raises(ConfigError, match=r"'patches.x2.lr_size': 19 gives no patch: .* at most 18 x 20"):
+        make_patches(tmp_path / "store", split, 2, 19, 11, 0, 0)

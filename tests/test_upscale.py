@@ -47,12 +47,13 @@ def weights(tmp_path) -> Path:
     return path
 
 
-def reference(values: np.ndarray, norm: float, scale: int = 2) -> np.ndarray:
-    """The model applied untiled to one slice of physical intensities (independent of upscale.py)."""
+def reference(values: np.ndarray, norm: float, lo: float = -np.inf, scale: int = 2) -> np.ndarray:
+    """The model applied untiled to one slice of physical intensities (independent of upscale.py),
+    clipped to the input series' range [lo, norm] (``norm`` is the series maximum)."""
     model = tiny_model(scale)
     with torch.no_grad():
         out = model(torch.from_numpy((values / norm).astype(np.float32))[None, None])
-    return out[0, 0].double().numpy() * norm
+    return np.clip(out[0, 0].double().numpy() * norm, lo, norm)
 
 
 def phantom(rows: int, cols: int, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -207,7 +208,7 @@ def test_nifti_int16_with_scaling(tmp_path, weights):
     norm = values.max()
     stored = np.asarray(out.dataobj.get_unscaled())
     for k in range(4):
-        expected = np.clip(np.rint((reference(values[..., k], norm) - 10.0) / 0.5), -32768, 32767)
+        expected = np.clip(np.rint((reference(values[..., k], norm, values.min()) - 10.0) / 0.5), -32768, 32767)
         assert np.abs(stored[..., k] - expected).max() <= 1
         assert np.mean(stored[..., k] == expected) > 0.99
     assert np.asarray(out.dataobj).max() > 0.5 * norm  # not all clipped away
@@ -223,7 +224,7 @@ def test_nifti_float_4d_keeps_dtype(tmp_path, weights):
     got = out.get_fdata()
     for t in range(2):
         for k in range(3):
-            np.testing.assert_allclose(got[..., k, t], reference(data[..., k, t], data.max()), rtol=1e-4, atol=1e-3)
+            np.testing.assert_allclose(got[..., k, t], reference(data[..., k, t], data.max(), data.min()), rtol=1e-4, atol=1e-3)
 
 
 def test_nifti_streams_slice_by_slice(tmp_path):
@@ -279,6 +280,7 @@ def test_dicom_series_geometry_identity_and_intensities(tmp_path, weights):
     assert len(new_series) == 1 and new_series != {str(ins[0].SeriesInstanceUID)}
     assert len({str(d.SOPInstanceUID) for d in res} | {str(d.SOPInstanceUID) for d in ins}) == 10
     norm = max(float(d.pixel_array.max()) * 1.5 - 20 for d in ins)
+    lo = min(float(d.pixel_array.min()) * 1.5 - 20 for d in ins)
     for a, b in zip(ins, res):
         assert b.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
         assert b.file_meta.MediaStorageSOPInstanceUID == b.SOPInstanceUID
@@ -293,7 +295,7 @@ def test_dicom_series_geometry_identity_and_intensities(tmp_path, weights):
             assert b[key].value == a[key].value, key
         private = b[0x00291010].value  # UN bytes when the source was implicit VR: its VR is unknown
         assert private == a[0x00291010].value and private in ("private kept", b"private kept")
-        expected = np.clip(np.rint((reference(a.pixel_array * 1.5 - 20.0, norm) + 20.0) / 1.5), 0, 4095)
+        expected = np.clip(np.rint((reference(a.pixel_array * 1.5 - 20.0, norm, lo) + 20.0) / 1.5), 0, 4095)
         got = b.pixel_array.astype(np.float64)
         assert np.abs(got - expected).max() <= 1 and np.mean(got == expected) > 0.99
         assert 2500 < got.max() <= 4095
@@ -347,7 +349,7 @@ def test_enhanced_multiframe_dicom(tmp_path, weights):
         np.testing.assert_allclose(moved, np.round(origin, 5) - 0.25 * (1.1 * ROW_DIR + 0.9 * COL_DIR), atol=1e-5)
     norm = frames.max() * 2.0 + 5.0
     for k in range(3):
-        expected = np.clip(np.rint((reference(frames[k] * 2.0 + 5.0, norm) - 5.0) / 2.0), 0, 4095)
+        expected = np.clip(np.rint((reference(frames[k] * 2.0 + 5.0, norm, frames.min() * 2.0 + 5.0) - 5.0) / 2.0), 0, 4095)
         assert np.abs(out.pixel_array[k].astype(np.float64) - expected).max() <= 1
     (tmp_path / "in").mkdir()
     shutil.copy(src, tmp_path / "in")
@@ -366,9 +368,10 @@ def test_single_signed_dicom_files_named_after_them(tmp_path, weights):
     ins, res = [pydicom.dcmread(p) for p in src], [pydicom.dcmread(p) for p in outs]
     assert len({str(d.SeriesInstanceUID) for d in res}) == 1  # files of one series share one new series
     norm = max(float(d.pixel_array.max()) for d in ins)
+    lo = min(float(d.pixel_array.min()) for d in ins)
     for a, b in zip(ins, res):
         assert b.PixelRepresentation == 1 and b.pixel_array.dtype == np.int16
-        expected = np.clip(np.rint(reference(a.pixel_array.astype(np.float64), norm)), -32768, 32767)
+        expected = np.clip(np.rint(reference(a.pixel_array.astype(np.float64), norm, lo)), -32768, 32767)
         got = b.pixel_array.astype(np.float64)
         assert np.abs(got - expected).max() <= 1 and got.min() < -500
 
@@ -411,7 +414,7 @@ def test_bad_inputs_are_named_and_the_rest_is_written(tmp_path, weights, capsys)
     for name, reason in [("rgb.dcm", "colour image (RGB"), ("report.dcm", "not an image"),
                          ("odd_ts.dcm", "1.2.826.0.1.9999.771"), ("notes.txt", "not a DICOM file"),
                          ("broken.nii.gz", "unreadable NIfTI"), ("missing.dcm", "no such file"),
-                         ("truncated.dcm", "cannot decode pixel data")]:
+                         ("truncated.dcm", "truncated or corrupt pixel data")]:
         line = next((ln for ln in text.splitlines() if name in ln and ln.strip().startswith("skipped")), "")
         assert reason in line, (name, text)
     assert "transfer syntax" in text and "skipped 7" in text

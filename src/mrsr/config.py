@@ -20,6 +20,11 @@ import yaml
 from mrsr.errors import UsageError
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+# JSON Schema counts 32.0 as an integer (same number); Python code does not (range(32.0) raises), so
+# a setting that passed validation failed an hour into training. Here an integer is an int.
+_TYPES = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+    "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool))
+Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=_TYPES)
 
 
 class ConfigError(UsageError, ValueError):
@@ -78,7 +83,7 @@ def validate_config(config: dict[str, Any], base_dir: str | Path | None = None) 
         ConfigError: naming the first offending key (schema) or file (missing data folder).
     """
     schema = yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         first = errors[0]
@@ -110,7 +115,8 @@ def validate_config(config: dict[str, Any], base_dir: str | Path | None = None) 
             raise ConfigError(f"config key 'experiments.{i}.{key}': {exc}") from exc
         for s in exp["scales"]:
             if s not in config["scales"]:
-                raise ConfigError(f"config key 'experiments.{i}.scales': scale {s} is not in 'scales' {config['scales']}")
+                raise ConfigError(f"config key 'experiments.{i}.scales': scale {s} is not in 'scales' "
+                                  f"{config['scales']} (no patches are made for it); add it there or remove it here")
     return config
 
 

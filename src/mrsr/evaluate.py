@@ -5,6 +5,11 @@ slice: HR = the normalised, mod-cropped slice; LR = its bicubic downscaling; SR 
 full-image output. It writes one CSV row per slice, and keeps one example slice's images (npz) for
 the report's visual comparison. ``summarize`` collects those CSVs into summary.csv, one row per
 (method, strategy, scale).
+
+Nothing is averaged over NaN: a test slice or a model output holding NaN or Inf stops ``evaluate``
+with the slice named (the store never holds such slices, so it means stale data or diverged
+weights), and ``summarize`` refuses per-image rows whose PSNR or SSIM is NaN. Only ``psnr_fg`` may be
+NaN by definition (a slice without foreground); its mean is over the slices that have one.
 """
 
 from __future__ import annotations
@@ -64,17 +69,38 @@ def evaluate(model: SuperResolver, store: Path, split: pd.DataFrame, scale: int,
     rows = select_test_rows(store, split, max_slices)
     example_id = example_id or example_slice_id(rows)
     for row, slice_hr in test_slices(store, split, rows):
+        if not np.isfinite(slice_hr).all():
+            raise ValueError(f"test slice {row.slice_id} holds NaN or infinite values after normalisation: "
+                             "ingest and split again (ingest drops such slices)")
         hr, lr = degrade(slice_hr[None], scale)
         t0 = time.perf_counter()
         sr = model(torch.from_numpy(lr)[None])[0, 0].numpy()
         seconds = time.perf_counter() - t0
         if sr.shape != hr[0].shape:
             raise RuntimeError(f"{type(model).__name__} returned {sr.shape} for LR {lr.shape[1:]}; expected {hr[0].shape}")
+        if not np.isfinite(sr).all():
+            raise ValueError(f"{type(model).__name__} output for test slice {row.slice_id} holds NaN or infinite "
+                             "values: the weights are broken (diverged training?); no metric is defined")
         records.append({"slice_id": row.slice_id, "series_key": row.series_key, "patient_id": row.patient_id,
                         **slice_metrics(hr[0], sr, border, foreground_threshold), "seconds": seconds})
         if row.slice_id == example_id:
             example = {"slice_id": np.array(row.slice_id), "hr": hr[0], "lr": lr[0], "sr": sr.astype(np.float32)}
     return pd.DataFrame(records), example
+
+
+def refuse_nan_metrics(frame: pd.DataFrame, where: str) -> None:
+    """Raise ValueError when a per-image row has a NaN PSNR or SSIM (a mean would skip or propagate it).
+
+    Args:
+        frame: per-image rows (``slice_id``, ``psnr``, ``ssim``).
+        where: what the rows are, for the message (a file or a method).
+    """
+    metrics = frame[["psnr", "ssim"]].apply(pd.to_numeric, errors="coerce")
+    bad = metrics.isna().any(axis=1)
+    if bad.any():
+        raise ValueError(f"{where}: {int(bad.sum())} of {len(frame)} slices have no PSNR/SSIM (NaN), e.g. slice "
+                         f"{frame.loc[bad, 'slice_id'].iloc[0]} (smaller than the border crop and SSIM window?); "
+                         "no mean is reported over the rest")
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,6 +138,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     ecfg = config["evaluate"]
     frame, example = evaluate(model, args.store, split, args.scale, border_pixels(config, args.scale),
                               ecfg.get("foreground_threshold", 0.05), ecfg.get("max_test_slices"))
+    refuse_nan_metrics(frame, f"{args.method} x{args.scale}")
     frame.insert(0, "method", args.method)
     frame.insert(1, "strategy", strategy or "")
     frame.insert(2, "scale", args.scale)
@@ -125,7 +152,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def summarize(per_image: list[Path]) -> pd.DataFrame:
+    """One row per (method, strategy, scale): means over the per-image rows, never over NaN.
+
+    Args:
+        per_image: per-image CSVs written by ``mrsr evaluate``.
+
+    Raises:
+        ValueError: a row's PSNR or SSIM is NaN (pandas would skip it silently), naming the file.
+    """
     frames = [pd.read_csv(p, keep_default_na=False, dtype={"strategy": str}) for p in per_image]
+    for path, frame in zip(per_image, frames):
+        refuse_nan_metrics(frame, str(path))
     data = pd.concat(frames, ignore_index=True)
     grouped = data.groupby(["method", "strategy", "scale"], sort=True)
     summary = grouped.agg(psnr=("psnr", "mean"), ssim=("ssim", "mean"), n_images=("psnr", "size"),

@@ -1,16 +1,49 @@
 """Atomic file writes: every artefact is written to a temporary sibling and renamed into place,
-so a killed job never leaves a file that a rerun would take as complete."""
+so a killed job never leaves a file that a rerun would take as complete.
+
+Temporaries are hidden and named ``.<target name>.mrsr@<host>@<pid>.<random><suffix>.tmp``: the
+owner's host and process id in the name let a later run remove the leftovers of a *killed* run
+(:func:`clean_stale_temporaries`) without touching those of a run still writing beside it.
+Files and folders get the permissions the umask gives (``0666 & ~umask``, ``0777 & ~umask``), as
+with a plain ``open``; ``tempfile`` alone would make every output private (0600).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+_TAG = re.compile(r"^\..+\.mrsr@(?P<host>[^@/]+)@(?P<pid>\d+)\.[^/]*\.tmp$")
+_umask_lock = threading.Lock()
+
+
+def _owner_tag() -> str:
+    return f"mrsr@{socket.gethostname()}@{os.getpid()}."
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (/proc), as changing it
+    briefly would race with other threads creating files."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _umask_lock:  # elsewhere: set a restrictive mask for an instant and put the old one back
+        old = os.umask(0o077)
+        os.umask(old)
+    return old
 
 
 @contextlib.contextmanager
@@ -23,8 +56,11 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
-    os.close(fd)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{_owner_tag()}", suffix=suffix + ".tmp", dir=target.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600 whatever the umask
+    finally:
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -35,19 +71,89 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside ``target``; it replaces ``target`` if the block succeeds."""
+def atomic_dir(target: str | os.PathLike, keep_empty: bool = True) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; it replaces ``target`` if the block succeeds.
+
+    Args:
+        target: final folder path.
+        keep_empty: when False, a block that wrote nothing leaves ``target`` as it was.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{_owner_tag()}", suffix=".tmp", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700 whatever the umask
     try:
         yield tmp
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        if keep_empty or any(tmp.iterdir()):
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def clean_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries (files or folders) that killed runs of mrsr left in ``folder``.
+
+    Only names of our own pattern whose owner was on this host and is no longer running are
+    removed: a run writing beside us keeps its temporaries. Not recursive (a temporary folder goes
+    with everything in it). Returns what was removed.
+
+    Args:
+        folder: where outputs are written (missing: nothing to do).
+    """
+    folder, removed = Path(folder), []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    host = socket.gethostname()
+    for entry in entries:
+        match = _TAG.match(entry.name)
+        if not match or match["host"] != host or int(match["pid"]) == os.getpid() or _alive(int(match["pid"])):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+        except OSError:
+            pass  # gone already, or not ours to remove: never a reason to fail a run
+    return removed
+
+
+def list_files(root: str | os.PathLike, on_error: Callable[[Path, str], None],
+               skip_hidden_dirs: bool = False) -> list[Path]:
+    """Every file under ``root``, sorted; each folder that cannot be listed is reported, not skipped
+    in silence (``Path.rglob`` swallows PermissionError).
+
+    Args:
+        root: the folder to search.
+        on_error: called as ``on_error(folder, reason)`` for each folder that cannot be listed.
+        skip_hidden_dirs: do not descend into folders whose name starts with a dot.
+    """
+    def report(exc: OSError) -> None:
+        on_error(Path(exc.filename or root), f"unreadable folder, its files were not read: "
+                                             f"{type(exc).__name__}: {exc.strerror or exc}")
+
+    files = []
+    for folder, dirs, names in os.walk(root, onerror=report):
+        if skip_hidden_dirs:
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+        files.extend(Path(folder) / n for n in names)
+    return sorted(p for p in files if p.is_file())
 
 
 def write_text(target: str | os.PathLike, text: str) -> None:

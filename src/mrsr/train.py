@@ -11,10 +11,15 @@ One readable loop (nanoGPT style). The paper's protocol: He init, SGD momentum 0
   ``sync_every`` steps (50 on a GPU, every step on the CPU, where ``auto`` is plain fp32 eager).
 - The epoch's patch order comes from a generator seeded with (seed, epoch), so a resumed run sees
   exactly the batches an uninterrupted one would.
-- A checkpoint (weights, optimiser state, history) is written atomically at the end of an epoch once
-  ``train.checkpoint_every_s`` seconds (default 300; 0: every epoch) have passed since the last; a
-  restarted job resumes from it. A NaN or Inf loss stops the job naming epoch and step, and leaves
-  the last good checkpoint in place.
+- A checkpoint (weights, optimiser state, history) is written as one file, atomically (the JSON
+  part in the safetensors header), so a kill never pairs the weights of one epoch with the
+  optimiser state of another. It is written at the end of an epoch once ``train.checkpoint_every_s``
+  seconds (default 300; 0: every epoch) have passed since the last; a restarted job resumes from it,
+  but only when it was written under the same job, model options, training settings and patch
+  shapes (a fingerprint stored in it; ``epochs``, ``threads``, ``device``, ``compile`` and
+  ``channels_last`` may change). Otherwise training starts again from epoch 0, saying what differs.
+  A NaN or Inf loss (or gradient norm: clipping would turn it into steps that learn nothing) stops
+  the job naming epoch and step, and leaves the last good checkpoint in place.
 - Outputs: ``WEIGHTS.safetensors`` + ``WEIGHTS.json`` sidecar (with ``timing``: seconds by phase,
   steady samples/s, MFU), and a history CSV (epoch, loss, lr, grad_norm, val_psnr, seconds, and the
   epoch's seconds by phase: steps_s, val_s, checkpoint_s, with samples_per_s).
@@ -34,13 +39,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from tqdm import tqdm
 
-from mrsr.config import Job, border_pixels, job_train_settings, load_config, model_options
+from mrsr.config import ConfigError, Job, border_pixels, job_train_settings, load_config, model_options
 from mrsr.errors import UsageError, arg_type, existing_file, output_file
 from mrsr.fastpath import FastPath, datasheet_peak_tflops, flops_per_sample, mfu, pick_device, synchronize
-from mrsr.io import atomic_path, write_csv, write_json
+from mrsr.io import atomic_path, clean_stale_temporaries, write_csv, write_json
 from mrsr.metrics import crop_border, psnr
 from mrsr.models import SuperResolver, build_model
 from mrsr.weights import git_revision, save_weights
@@ -53,7 +59,7 @@ HISTORY_COLUMNS = ["epoch", "loss", "lr", "grad_norm", "val_psnr", "seconds", "s
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or Inf; the message names the epoch and step."""
+    """The loss or the gradient norm became NaN or Inf; the message names the epoch and step."""
 
 
 @dataclass
@@ -167,10 +173,49 @@ def validation_psnr(model: SuperResolver, pairs: list[tuple[np.ndarray, np.ndarr
     return float(np.mean(values))
 
 
-# --- checkpoints: safetensors for every tensor, JSON for the rest (never a pickle) -------------
+# --- checkpoints: one safetensors file, the rest as JSON in its header (never a pickle) ----------
+CHECKPOINT_KEY = "mrsr_checkpoint"  # safetensors metadata key holding the JSON part
+# Settings that change neither what the finished epochs computed nor what the next one will: a run
+# may be made longer or moved to other hardware and still resume. Every other setting is fingerprinted.
+RESUMABLE_ACROSS = frozenset({"epochs", "threads", "device", "compile", "channels_last", "checkpoint_every_s"})
+
+
+def run_fingerprint(job: Job, cfg: TrainConfig, options: dict[str, Any], lr_shape: tuple, hr_shape: tuple
+                    ) -> dict[str, Any]:
+    """What a checkpoint must have been trained under to be resumed: the job, the model options,
+    the training settings (but ``RESUMABLE_ACROSS``) and the patch set's shapes (JSON-normalised).
+
+    Args:
+        job: the (model, strategy, scale).
+        cfg: the job's training settings.
+        options: the model builder's keyword arguments.
+        lr_shape, hr_shape: shapes of the LR and HR patch arrays.
+    """
+    train_settings = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_ACROSS}
+    fingerprint = {"job": job.name, "model_options": options, "train": train_settings,
+                   "patches": {"lr": list(lr_shape), "hr": list(hr_shape)}}
+    return json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new)) for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [f"{prefix.rstrip('.')} {old!r} -> {new!r}"]
+
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler, epoch: int, history: list[dict]) -> None:
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, epoch: int, history: list[dict],
+                    fingerprint: dict[str, Any] | None = None) -> None:
+    """Write the resumable state as ONE file, atomically: a kill leaves the previous checkpoint or
+    this one, never weights of one epoch with the optimiser state of another.
+
+    Args:
+        path: the checkpoint (``.safetensors``).
+        model, optimizer, scheduler: the state to save.
+        epoch: epochs done.
+        history: one dict per epoch done.
+        fingerprint: :func:`run_fingerprint` of the run (refused on resume when it differs).
+    """
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_state = optimizer.state_dict()
     scalars: dict[str, Any] = {}
@@ -180,18 +225,38 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
                 tensors[f"optim.{pid}.{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars[f"{pid}.{key}"] = value
-    meta = {"epoch": epoch, "history": history, "optim_scalars": scalars,
-            "param_groups": opt_state["param_groups"], "scheduler": scheduler.state_dict()}
+    meta = {"format": 2, "epoch": epoch, "history": history, "optim_scalars": scalars,
+            "param_groups": opt_state["param_groups"], "scheduler": scheduler.state_dict(),
+            "fingerprint": fingerprint}
     with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp))
-    write_json(path.with_suffix(".json"), meta)
+        save_file(tensors, str(tmp), metadata={CHECKPOINT_KEY: json.dumps(meta, default=str)})
+    path.with_suffix(".json").unlink(missing_ok=True)  # the sidecar of the old two-file format
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device) -> tuple[int, list[dict]]:
-    """Restore a checkpoint; returns (epochs done, history)."""
-    meta = json.loads(path.with_suffix(".json").read_text())
-    tensors = load_file(str(path), device=str(device))
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device,
+                    fingerprint: dict[str, Any] | None = None) -> tuple[int, list[dict]] | None:
+    """Restore a checkpoint; returns (epochs done, history), or None (with the reason printed) when
+    it cannot be resumed: unreadable, of the old two-file format, or written under another
+    fingerprint (other settings, model options or patches: resuming would mix two runs).
+
+    Args:
+        path: the checkpoint.
+        model, optimizer, scheduler: restored in place.
+        device: where the tensors go.
+        fingerprint: the current run's :func:`run_fingerprint`.
+    """
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            meta = json.loads((f.metadata() or {})[CHECKPOINT_KEY])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors and json raise their own types; a torn file any of them
+        print(f"{path}: not a resumable checkpoint ({type(exc).__name__}: {exc}); starting from epoch 0")
+        return None
+    if meta.get("fingerprint") != fingerprint:
+        changed = _differences(meta.get("fingerprint") or {}, fingerprint or {})
+        print(f"{path}: written under other settings ({'; '.join(changed[:6])}); not resumed, starting from epoch 0")
+        return None
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
@@ -266,15 +331,21 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
     val_pairs = [(data[f"val_lr_{i}"], data[f"val_hr_{i}"]) for i in range(min(stored_val, cfg.val_slices))]
     n = len(lr_all)
     if n == 0:
-        raise ValueError(f"{patches}: no training patches")
+        raise ConfigError(f"{patches}: no training patches (config key 'patches.x{job.scale}.lr_size' larger than the images?)")
+    if cfg.batch_size > n:  # every batch would repeat patches; and memory grows with the batch, not the data
+        raise ConfigError(f"config key 'train.batch_size': {cfg.batch_size} is larger than the {n} training patches "
+                          f"of x{job.scale}; use at most {n}")
     steps = cfg.steps_per_epoch or math.ceil(n / cfg.batch_size)
     border = border_pixels(config, job.scale)
 
     optimizer = make_optimizer(model, cfg, fast)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma)
     start, history = 0, []
-    if checkpoint.exists() and checkpoint.with_suffix(".json").exists():
-        start, history = load_checkpoint(checkpoint, model, optimizer, scheduler, device)
+    fingerprint = run_fingerprint(job, cfg, options, tuple(lr_all.shape), tuple(hr_all.shape))
+    clean_stale_temporaries(checkpoint.parent)  # half-written checkpoints of killed runs
+    resumed = load_checkpoint(checkpoint, model, optimizer, scheduler, device, fingerprint) if checkpoint.exists() else None
+    if resumed is not None:
+        start, history = resumed
         print(f"{job.name}: resuming after epoch {start} from {checkpoint}")
     train_step = make_train_step(model, optimizer, fast, device)
     sync_every = fast.sync_every
@@ -306,11 +377,17 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
                 timing["first_step_s"] = time.perf_counter() - t_steps
             if (step + 1) % sync_every == 0 or step + 1 == steps:
                 recent = torch.stack(losses[-sync_every:]).float().cpu()
-                bad = (~torch.isfinite(recent)).nonzero()
+                # the gradient norm too: with clipping, an infinite gradient is scaled to zero and
+                # the loss stays finite while nothing is learnt (lr 1e6 "trained" to exit 0)
+                recent_norms = torch.stack(norms[-sync_every:]).float().cpu()
+                bad = (~(torch.isfinite(recent) & torch.isfinite(recent_norms))).nonzero()
                 if len(bad):
-                    first = len(losses) - len(recent) + int(bad[0, 0])
+                    k = int(bad[0, 0])
+                    first = len(losses) - len(recent) + k
+                    what = "loss" if not torch.isfinite(recent[k]) else "gradient norm"
+                    value = (recent if what == "loss" else recent_norms)[k].item()
                     raise NonFiniteLossError(
-                        f"{job.name}: loss is {recent[bad[0, 0]].item()} at epoch {epoch + 1}, step {first + 1}; "
+                        f"{job.name}: {what} is {value} at epoch {epoch + 1}, step {first + 1}; "
                         f"the last good checkpoint ({checkpoint}) is kept. Lower train.lr or set train.clip_theta."
                     )
                 bar.set_postfix(loss=f"{recent[-1].item():.2e}")
@@ -334,7 +411,7 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
         if epoch + 1 < cfg.epochs and (stopping or time.monotonic() - last_checkpoint >= cfg.checkpoint_every_s):
             t_ckpt = time.perf_counter()
             row["seconds"] = t_ckpt - t0  # the checkpoint's history is complete up to here
-            save_checkpoint(checkpoint, model, optimizer, scheduler, epoch + 1, history)
+            save_checkpoint(checkpoint, model, optimizer, scheduler, epoch + 1, history, fingerprint)
             row["checkpoint_s"] = time.perf_counter() - t_ckpt
             last_checkpoint = time.monotonic()
         row["seconds"] = time.perf_counter() - t0

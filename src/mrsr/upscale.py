@@ -12,8 +12,9 @@ output has the input's format and is named after it with the suffix ``_x<scale>`
 Intensity normalisation (the training contract): models see intensities divided by a per-series
 constant, the series' maximum intensity after DICOM Rescale Slope/Intercept (NIfTI
 scl_slope/scl_inter). Upscale divides each input series by its own maximum, runs the model and
-multiplies back, then stores the values with the input's scaling, rounded and clipped to the stored
-integer range.
+multiplies back, clips to the input series' own [min, max] (no overshoot past the input's range),
+then stores the values with the input's scaling, rounded and clipped to the stored integer range.
+Inputs with NaN/Inf values, and outputs that are not finite, are skipped with the reason.
 
 Large slices are processed in overlapping tiles (``--tile`` input pixels per side plus ``--overlap``
 pixels of context on each side); the overlap must be at least the model's receptive radius, which
@@ -21,8 +22,12 @@ is computed from the model, so tiles agree with the untiled result to float prec
 streamed one slice at a time.
 
 Exit status: 0 when every input was written; 2 when anything was skipped (unreadable file, not an
-image, colour image, a transfer syntax without its decoder plugin, ...) or when the weights or the
-device cannot be used. Skipped inputs are reported by name and reason; the others are still written.
+image, colour image, a transfer syntax without its decoder plugin, an output that already exists
+without ``--overwrite``, ...) or when the weights or the device cannot be used.
+
+Outputs appear complete or not at all: files are renamed into place once written, a DICOM series
+folder once all its files are in, and the next run removes what a killed run left half-written.
+An output that exists already (an earlier run's) is not replaced unless ``--overwrite`` is given. Skipped inputs are reported by name and reason; the others are still written.
 Weights load only through :func:`mrsr.weights.load_model` (safetensors plus a JSON sidecar); pickles
 (.pt/.pth/...) are refused because loading them can run arbitrary code.
 """
@@ -50,6 +55,8 @@ from mrsr.upscale_io import (
     process_dicom,
     process_nifti,
 )
+from mrsr.io import clean_stale_temporaries
+from mrsr.limits import add_limit_arguments, limits_from_args
 from mrsr.weights import WeightsError, load_model
 
 EXIT_SKIPPED = 2
@@ -131,6 +138,10 @@ class Upscaler:
         x = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32))[None, None].to(self.device)
         with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
             y = self.model(x)
+        expected = (self.scale * lr.shape[0], self.scale * lr.shape[1])
+        if tuple(y.shape[-2:]) != expected:  # never write an output labelled x{scale} at another scale
+            raise RuntimeError(f"the model returned {tuple(y.shape[-2:])} for a {lr.shape} input, not x{self.scale} "
+                               f"{expected}: its weights and sidecar disagree on the scale")
         return y[0, 0].float().cpu().numpy()
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
@@ -171,6 +182,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, default=256, help="tile size in input pixels (default 256)")
     parser.add_argument("--overlap", type=int, default=None,
                         help="tile context in input pixels per side (default: receptive radius + 2)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace outputs that exist already (default: skip those inputs, exit status 2)")
+    add_limit_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -201,18 +215,28 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_SKIPPED
     label = f"{meta['model']}/{meta.get('strategy')}"
     prov = Provenance(scale=upscaler.scale, model=label, weights=Path(args.model))
-    jobs, skipped = collect_inputs(list(args.inputs), Path(args.out), f"_x{upscaler.scale}")
+    limits = limits_from_args(args)
+    jobs, skipped = collect_inputs(list(args.inputs), Path(args.out), f"_x{upscaler.scale}", limits)
     total = Outcome(skipped=list(skipped))
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
+    for stale in clean_stale_temporaries(args.out):
+        print(f"removed {stale}: left half-written by a killed run", file=sys.stderr)
     for job in jobs:
         name = job.name if isinstance(job, DicomJob) else job.src.name
+        existing = [p for p in job.outputs() if p.exists()]
+        if existing and not args.overwrite:
+            src = getattr(job, "src", Path(name))
+            reason = f"{existing[0]} exists (an earlier output?): not replaced; use --overwrite to replace it"
+            print(f"skipped {src}: {reason}", file=sys.stderr)
+            total.skipped.append((src, reason))
+            continue
         with tqdm(desc=name[-40:], total=_count(job), unit="slice", file=sys.stderr, leave=False) as bar:
             try:
                 if isinstance(job, DicomJob):
                     done = process_dicom(job, upscaler, prov, _new_series_uid(), bar.update)
                 else:
-                    done = process_nifti(job, upscaler, prov, bar.update)
+                    done = process_nifti(job, upscaler, prov, bar.update, limits)
             except Exception as exc:  # one bad input must not stop the others: report it and go on
                 done = Outcome(skipped=[(getattr(job, "src", Path(name)), failure_reason(exc))])
         for path, reason in done.skipped:

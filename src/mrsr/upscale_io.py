@@ -6,7 +6,11 @@ slice, so this module never touches torch.
 
 Intensity contract (the same as training): a series is divided by its maximum intensity after the
 DICOM Rescale Slope/Intercept (or the NIfTI scl_slope/scl_inter), super-resolved, multiplied back,
-and stored with the input's own scaling, rounding and clipping to the stored integer range.
+clipped to the input series' own value range [min, max] (a CNN overshoots at edges: a non-negative
+magnitude image must not get negative voxels), and stored with the input's own scaling, rounding
+and clipping to the stored integer range. An input with NaN or infinite values (voxels, or a
+rescale) has no defined maximum and is skipped with the reason, as is a model output that is not
+finite: nothing non-finite is ever written.
 
 Geometry: output pixel ``i'`` sits at input pixel coordinate ``(i' + 0.5) / s - 0.5``, so the
 field of view is unchanged: the pixel spacing is divided by ``s`` and the position of the first
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,7 +35,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
-from mrsr.io import atomic_path
+from mrsr.io import atomic_dir, atomic_path, list_files
+from mrsr.limits import SizeLimits, nifti_size_problem
 
 DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
 SliceFn = Callable[[np.ndarray], np.ndarray]
@@ -65,6 +71,9 @@ class NiftiJob:
     src: Path
     out: Path
 
+    def outputs(self) -> list[Path]:
+        return [self.out]
+
 
 @dataclass
 class DicomJob:
@@ -72,6 +81,11 @@ class DicomJob:
 
     name: str
     files: list[tuple[Path, Path]] = field(default_factory=list)  # (source, output)
+    folder: Path | None = None  # the series' output folder (a folder input), None for files given one by one
+
+    def outputs(self) -> list[Path]:
+        """What the job creates: its series folder, or its files."""
+        return [self.folder] if self.folder is not None else [out for _, out in self.files]
 
 
 @dataclass
@@ -130,14 +144,19 @@ def dicom_header_problem(ds: pydicom.Dataset) -> str | None:
     return None
 
 
-def _read_header(path: Path) -> pydicom.Dataset:
+def _read_header(path: Path, limits: SizeLimits = SizeLimits()) -> pydicom.Dataset:
+    """The header of a DICOM file that can be super-resolved (pixel data located, not loaded), or SkipInput."""
+    from mrsr.data.dicom import declared_size_problem
+
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        # defer_size, not stop_before_pixels: the pixel data element is located (its length and
+        # offset), so the declared size is checked against the bytes present before decoding
+        ds = pydicom.dcmread(path, defer_size=4096)
     except InvalidDicomError:
         raise SkipInput("not a DICOM file (no DICM preamble) and not .nii/.nii.gz") from None
     except Exception as exc:  # truncated or corrupt files raise many kinds of errors
         raise SkipInput(f"unreadable DICOM ({type(exc).__name__}: {exc})") from None
-    problem = dicom_header_problem(ds)
+    problem = dicom_header_problem(ds) or declared_size_problem(ds, path, limits)
     if problem:
         raise SkipInput(problem)
     return ds
@@ -149,14 +168,17 @@ def _series_name(ds: pydicom.Dataset) -> str:
     return name or "series_" + str(ds.get("SeriesInstanceUID", "unknown")).split(".")[-1]
 
 
-def collect_inputs(inputs: list[Path], out_dir: Path, suffix: str) -> tuple[list, list[tuple[Path, str]]]:
+def collect_inputs(inputs: list[Path], out_dir: Path, suffix: str,
+                   limits: SizeLimits = SizeLimits()) -> tuple[list, list[tuple[Path, str]]]:
     """Turn command-line inputs into jobs.
 
     A NIfTI file -> ``OUT/<stem><suffix>.nii[.gz]``. DICOM files given one by one ->
     ``OUT/<stem><suffix>[.dcm]``, grouped by SeriesInstanceUID (so one new series UID per series).
     A folder is searched recursively; its NIfTI files are jobs of their own and its DICOM files are
     grouped by SeriesInstanceUID, each series -> ``OUT/<SeriesNumber>_<SeriesDescription><suffix>/``
-    with the original file names. Hidden files are ignored.
+    with the original file names. Hidden files are ignored; a folder that cannot be listed is
+    skipped with its reason. DICOM files whose declared size is over
+    ``limits`` or beyond their pixel data are skipped here, before any pixel data is read.
 
     Returns:
         (jobs, skipped) with skipped a list of (path, reason).
@@ -173,7 +195,7 @@ def collect_inputs(inputs: list[Path], out_dir: Path, suffix: str) -> tuple[list
                 jobs.append(_nifti_job(path, out_dir, suffix, namer))
                 continue
             try:
-                ds = _read_header(path)
+                ds = _read_header(path, limits)
             except SkipInput as exc:
                 skipped.append((path, str(exc)))
                 continue
@@ -185,14 +207,15 @@ def collect_inputs(inputs: list[Path], out_dir: Path, suffix: str) -> tuple[list
             continue
         n_before = len(jobs) + len(skipped)
         series: dict[str, tuple[pydicom.Dataset, list[tuple[int, Path]]]] = {}
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not any(
-            part.startswith(".") for part in p.relative_to(path).parts))
+        # a folder that cannot be listed is skipped with its reason, like a bad file (rglob was silent)
+        files = [p for p in list_files(path, lambda folder, why: skipped.append((folder, why)), skip_hidden_dirs=True)
+                 if not p.name.startswith(".")]
         for f in files:
             if is_nifti(f):
                 jobs.append(_nifti_job(f, out_dir, suffix, namer))
                 continue
             try:
-                ds = _read_header(f)
+                ds = _read_header(f, limits)
             except SkipInput as exc:
                 skipped.append((f, str(exc)))
                 continue
@@ -200,7 +223,7 @@ def collect_inputs(inputs: list[Path], out_dir: Path, suffix: str) -> tuple[list
             entry[1].append((int(ds.get("InstanceNumber", 0) or 0), f))
         for first, members in series.values():
             folder = namer(out_dir, _series_name(first) + suffix)
-            job = DicomJob(name=f"{path.name}/{_series_name(first)}")
+            job = DicomJob(name=f"{path.name}/{_series_name(first)}", folder=folder)
             inner = _Namer()
             for _, f in sorted(members):
                 ext = f.suffix if f.suffix.lower() in DICOM_SUFFIXES else ""
@@ -260,8 +283,25 @@ def _fg_item(ds: pydicom.Dataset, frame: int, sequence: str) -> pydicom.Dataset 
 def _rescale(ds: pydicom.Dataset, frame: int) -> tuple[float, float]:
     src = ds if "RescaleSlope" in ds or "RescaleIntercept" in ds else _fg_item(
         ds, frame, "PixelValueTransformationSequence") or ds
-    slope = float(src.get("RescaleSlope", 1) or 1)
-    return slope, float(src.get("RescaleIntercept", 0) or 0)
+    # only an absent or empty value means "none" (as in ingest): `or 1` also turned a slope of 0 into 1
+    slope, inter = src.get("RescaleSlope"), src.get("RescaleIntercept")
+    return (1.0 if slope in (None, "") else float(slope)), (0.0 if inter in (None, "") else float(inter))
+
+
+def _finite_rescale(ds: pydicom.Dataset, frame: int) -> tuple[float, float]:
+    """Rescale Slope/Intercept of a frame, or SkipInput when they define no intensities."""
+    slope, inter = _rescale(ds, frame)
+    if not (math.isfinite(slope) and math.isfinite(inter) and slope != 0):
+        raise SkipInput(f"Rescale Slope {slope} / Intercept {inter} (frame {frame}) define no finite intensities")
+    return slope, inter
+
+
+def finite_output(sr: np.ndarray, where: str) -> np.ndarray:
+    """The model's output, or SkipInput when it holds NaN/Inf (broken weights): never written."""
+    if not np.isfinite(sr).all():
+        raise SkipInput(f"the model's output for {where} holds NaN or infinite values (diverged weights?): "
+                        "nothing written for this input")
+    return sr
 
 
 def _frames(ds: pydicom.Dataset) -> np.ndarray:
@@ -349,35 +389,51 @@ def process_dicom(job: DicomJob, upscale: SliceFn, prov: Provenance, new_series_
                   progress: Callable[[int], None] = lambda n: None) -> Outcome:
     """Super-resolve the files of one series, each to its planned output path.
 
-    Pass 1 decodes every file for the series maximum (the normalisation constant); pass 2 decodes
-    again and writes, so only one file's pixels are in memory at a time.
+    Pass 1 decodes every file for the series maximum (the normalisation constant) and minimum (with
+    it, the range outputs are clipped to); pass 2 decodes again and writes, so only one file's pixels
+    are in memory at a time. A series folder is written as a hidden temporary folder renamed into
+    place once every file is in (a killed run never leaves a partial series that looks complete);
+    it replaces an earlier folder of the same name (the caller decides whether it may).
     """
-    outcome, norm, good = Outcome(), 0.0, []
+    if job.folder is None:
+        return _process_dicom(job, upscale, prov, new_series_uid, progress, lambda out: out)
+    with atomic_dir(job.folder, keep_empty=False) as staging:
+        return _process_dicom(job, upscale, prov, new_series_uid, progress,
+                              lambda out: staging / out.relative_to(job.folder))
+
+
+def _process_dicom(job: DicomJob, upscale: SliceFn, prov: Provenance, new_series_uid: str,
+                   progress: Callable[[int], None], where: Callable[[Path], Path]) -> Outcome:
+    """:func:`process_dicom`'s two passes; each output ``out`` is written at ``where(out)``."""
+    outcome, good = Outcome(), []
+    lo, hi = math.inf, -math.inf
     for src, out in job.files:
         try:
             ds = _read_full(src)
             frames = _frames(ds)
             for i, frame in enumerate(frames):
-                slope, inter = _rescale(ds, i)
-                norm = max(norm, float(frame.max()) * slope + inter if slope > 0 else float(frame.min()) * slope + inter)
+                slope, inter = _finite_rescale(ds, i)
+                ends = (float(frame.min()) * slope + inter, float(frame.max()) * slope + inter)
+                lo, hi = min(lo, *ends), max(hi, *ends)
             good.append((src, out))
         except Exception as exc:  # one bad file must not stop the series: report it and go on
             outcome.skipped.append((src, failure_reason(exc)))
             progress(1)
-    norm = norm if norm > 0 else 1.0
+    norm = hi if hi > 0 else 1.0
     for src, out in good:
         try:
             ds = _read_full(src)
             frames = _frames(ds)
             bits_alloc, signed = int(ds.BitsAllocated), int(ds.get("PixelRepresentation", 0)) == 1
             dtype = np.dtype(f"<{'i' if signed else 'u'}{bits_alloc // 8}")
-            lo, hi = _stored_range(dtype, int(ds.get("BitsStored", bits_alloc)), signed)
+            stored_lo, stored_hi = _stored_range(dtype, int(ds.get("BitsStored", bits_alloc)), signed)
             result = np.empty((len(frames), frames.shape[1] * prov.scale, frames.shape[2] * prov.scale), dtype)
             for i, frame in enumerate(frames):
-                slope, inter = _rescale(ds, i)
+                slope, inter = _finite_rescale(ds, i)
                 values = frame.astype(np.float32) * np.float32(slope) + np.float32(inter)
-                sr = upscale(values / np.float32(norm)) * np.float32(norm)
-                result[i] = to_stored(sr, slope, inter, dtype, lo, hi)
+                sr = finite_output(upscale(values / np.float32(norm)), f"frame {i}") * np.float32(norm)
+                np.clip(sr, lo, hi, out=sr)  # the input series' range: no overshoot below its minimum
+                result[i] = to_stored(sr, slope, inter, dtype, stored_lo, stored_hi)
             _scale_geometry(ds, prov.scale, len(frames))
             _derive(ds, prov, new_series_uid)
             for key, fn in (("SmallestImagePixelValue", np.min), ("LargestImagePixelValue", np.max)):
@@ -389,7 +445,7 @@ def process_dicom(job: DicomJob, upscale: SliceFn, prov: Provenance, new_series_
             data = result.tobytes()
             del ds.PixelData
             ds.add_new(0x7FE00010, "OB" if bits_alloc == 8 else "OW", data + b"\0" * (len(data) % 2))
-            with atomic_path(out, suffix=".dcm") as tmp:
+            with atomic_path(where(out), suffix=".dcm") as tmp:
                 pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
             outcome.written.append(out)
         except Exception as exc:
@@ -411,7 +467,7 @@ def upscaled_affine(affine: np.ndarray, scale: int) -> np.ndarray:
 
 
 def process_nifti(job: NiftiJob, upscale: SliceFn, prov: Provenance,
-                  progress: Callable[[int], None] = lambda n: None) -> Outcome:
+                  progress: Callable[[int], None] = lambda n: None, limits: SizeLimits = SizeLimits()) -> Outcome:
     """Super-resolve a NIfTI-1/2 volume in-plane, slice by slice along the third axis.
 
     The output keeps the data type, scl_slope/scl_inter, qform/sform codes and extensions; slices
@@ -425,6 +481,9 @@ def process_nifti(job: NiftiJob, upscale: SliceFn, prov: Provenance,
         raise SkipInput(f"unreadable NIfTI ({type(exc).__name__}: {exc})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise SkipInput(f"{type(img).__name__} is not a single-file NIfTI image")
+    problem = nifti_size_problem(img, limits)  # before nibabel allocates a slice of the declared size
+    if problem:
+        raise SkipInput(problem)
     hdr, shape = img.header, img.shape
     dtype = hdr.get_data_dtype()
     if dtype.fields is not None or dtype.kind not in "iuf":
@@ -439,13 +498,18 @@ def process_nifti(job: NiftiJob, upscale: SliceFn, prov: Provenance,
     def slicer(k: int) -> tuple:
         return (slice(None), slice(None), *np.unravel_index(k, rest, order="F")) if rest else (slice(None),) * 2
 
-    norm = 0.0
-    try:
-        for k in range(n_slices):
-            norm = max(norm, float(np.nanmax(np.asarray(img.dataobj[slicer(k)], dtype=np.float32))))
-    except Exception as exc:
-        raise SkipInput(f"cannot read voxel data ({type(exc).__name__}: {exc})") from None
-    norm = norm if norm > 0 else 1.0
+    lo, hi = math.inf, -math.inf
+    for k in range(n_slices):
+        try:
+            values = np.asarray(img.dataobj[slicer(k)], dtype=np.float32)
+        except Exception as exc:
+            raise SkipInput(f"cannot read voxel data ({type(exc).__name__}: {exc})") from None
+        low, high = float(values.min()), float(values.max())  # NaN and +-Inf propagate
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise SkipInput(f"slice {k} holds NaN or infinite values (after scl_slope/scl_inter): no defined "
+                            "maximum to normalise by; replace them first. Nothing written for this input")
+        lo, hi = min(lo, low), max(hi, high)
+    norm = hi if hi > 0 else 1.0
 
     out_hdr = hdr.copy()
     out_hdr.set_data_shape((shape[0] * s, shape[1] * s, *rest))
@@ -469,8 +533,9 @@ def process_nifti(job: NiftiJob, upscale: SliceFn, prov: Provenance,
             offset = int(out_hdr["vox_offset"])
             f.write(b"\0" * (offset - f.tell()))
             for k in range(n_slices):
-                values = np.nan_to_num(np.asarray(img.dataobj[slicer(k)], dtype=np.float32))
-                sr = upscale(values / np.float32(norm)) * np.float32(norm)
+                values = np.asarray(img.dataobj[slicer(k)], dtype=np.float32)
+                sr = finite_output(upscale(values / np.float32(norm)), f"slice {k}") * np.float32(norm)
+                np.clip(sr, lo, hi, out=sr)  # the input volume's range: no overshoot below its minimum
                 f.write(to_stored(sr, slope, inter, dtype).tobytes(order="F"))
                 progress(1)
     return Outcome(written=[job.out])

@@ -1,9 +1,11 @@
 """Trained weights on disk: ``NAME.safetensors`` plus a ``NAME.json`` sidecar.
 
 The sidecar holds at least ``model`` (registry name), ``scale``, ``strategy`` and ``options`` (the
-builder's keyword arguments), plus the training config, metrics and git revision. Nothing here ever
-unpickles: ``.pt``/``.pth``/``.pkl``/``.ckpt`` files are refused, because loading a pickle runs
-arbitrary code.
+builder's keyword arguments), plus the training config, metrics and git revision. The safetensors
+header repeats ``model``, ``scale`` and ``strategy`` (:data:`PROVENANCE_KEYS`), and loading refuses
+a pair whose two copies disagree: a sidecar from other weights would otherwise label x2 outputs x4.
+Nothing here ever unpickles: ``.pt``/``.pth``/``.pkl``/``.ckpt`` files are refused, because loading
+a pickle runs arbitrary code.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from mrsr.errors import UsageError
@@ -22,6 +25,7 @@ from mrsr.models import SuperResolver, build_model
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"}
 REQUIRED_KEYS = ("model", "scale", "strategy")
+PROVENANCE_KEYS = ("model", "scale", "strategy")  # written in both the safetensors header and the sidecar
 
 
 class WeightsError(UsageError, ValueError):
@@ -60,8 +64,36 @@ def save_weights(path: str | Path, model: SuperResolver, meta: dict[str, Any]) -
         raise WeightsError(f"{path}: sidecar metadata lacks {missing}")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"model": str(meta["model"]), "scale": str(meta["scale"])})
+        save_file(tensors, str(tmp), metadata={k: _text(meta[k]) for k in PROVENANCE_KEYS})
     write_json(sidecar_path(path), meta)
+
+
+def _text(value: Any) -> str:
+    """How a provenance value is written in the safetensors header (strings only; None is empty)."""
+    return "" if value is None else str(value)
+
+
+def check_provenance(path: str | Path, meta: dict[str, Any]) -> None:
+    """Refuse weights whose safetensors header names another model, scale or strategy than their
+    sidecar (files of two trainings mixed up). Keys absent from the header (files written before
+    the strategy was recorded there) are not compared.
+
+    Args:
+        path: the .safetensors file.
+        meta: its sidecar, already read.
+
+    Raises:
+        WeightsError: one line naming the key and both values.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
+    for key in PROVENANCE_KEYS:
+        if key in header and header[key] != _text(meta.get(key)):
+            raise WeightsError(f"{path}: the weights were saved as {key} {header[key]!r} but the sidecar "
+                               f"{sidecar_path(path).name} says {meta.get(key)!r}: files of two models mixed up? Refused.")
 
 
 def read_sidecar(path: str | Path) -> dict[str, Any]:
@@ -117,6 +149,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     if not path.exists():
         raise WeightsError(f"{path}: no such file")
     meta = read_sidecar(path)
+    check_provenance(path, meta)
     try:
         model = build_model(meta["model"], int(meta["scale"]), meta["strategy"], **meta.get("options", {}))
     except (KeyError, ValueError, TypeError) as exc:
@@ -127,6 +160,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
         raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise WeightsError(f"{path}: weights do not match model {meta['model']!r} ({exc})") from exc
+    except RuntimeError as exc:  # torch's message spans many lines: keep its first one
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"{path}: weights do not match model {meta['model']!r} of the sidecar ({first})") from exc
     return model.to(map_location).eval(), meta

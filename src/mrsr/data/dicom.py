@@ -8,6 +8,9 @@ Why it is built this way:
   folder or name) and ordered by position along the slice normal (ImageOrientationPatient cross
   product dotted with ImagePositionPatient), then InstanceNumber. Every file that cannot contribute a
   slice is *rejected with a reason* and the run goes on: one bad file never stops an ingest.
+- Headers are not trusted with memory: the size a header declares is checked against the pixel
+  bytes in the file and the documented limits (:mod:`mrsr.limits`) before anything is allocated,
+  for each file in pass 1 and for each series before its array exists.
 - Two passes, for speed and bounded memory: pass 1 reads headers only (pixel data located but not
   loaded) in a process pool to group, order and reject; pass 2 decodes series by series, a few
   chunks of files in flight, so at most a few series are in memory. Native (uncompressed) pixel data
@@ -32,6 +35,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import dataclasses
+import math
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -46,6 +50,8 @@ import pydicom.pixels
 from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+
+from mrsr.limits import SizeLimits
 
 if TYPE_CHECKING:
     from mrsr.data.store import SeriesSlices, SliceStoreWriter
@@ -305,12 +311,54 @@ def pixel_info(ds: Dataset) -> PixelInfo:
     return info
 
 
-def scan_dicom_file(path: str | Path, keep_dataset: bool = False) -> FileHeader | Rejected:
+PIXEL_BITS = {"FloatPixelData": 32, "DoubleFloatPixelData": 64}  # fixed by the keyword; PixelData: BitsAllocated
+UNDEFINED_LENGTH = 0xFFFFFFFF  # encapsulated (compressed) pixel data
+
+
+def declared_size_problem(ds: Dataset, path: str | Path, limits: SizeLimits) -> str | None:
+    """Why the pixel data a header declares cannot be read, or None; reads no pixel data.
+
+    The declared size (Rows x Columns x NumberOfFrames x SamplesPerPixel x BitsAllocated) is checked
+    against ``limits`` and, for native (uncompressed) pixel data, against the bytes the file really
+    holds after the element's start (pydicom's ``defer_size`` gives where the value starts and its
+    declared length without reading it). Called before anything is allocated, by ingest and upscale.
+
+    Args:
+        ds: the header, read with ``defer_size`` (pixel data located, not loaded).
+        path: the file it was read from (its size bounds deferred values).
+        limits: the largest slice and volume accepted.
+    """
+    rows, cols = int(_get(ds, "Rows", 0) or 0), int(_get(ds, "Columns", 0) or 0)
+    n_frames = int(_get(ds, "NumberOfFrames", 1) or 1)
+    problem = limits.check(rows, cols, n_frames)
+    if problem:
+        return problem
+    keyword = next((k for k in PIXEL_KEYWORDS if k in ds), None)
+    if keyword is None:
+        return None
+    bits = PIXEL_BITS.get(keyword) or int(_get(ds, "BitsAllocated", 16) or 16)
+    samples = max(1, int(_get(ds, "SamplesPerPixel", 1) or 1))
+    needed = math.ceil(rows * cols * n_frames * samples * bits / 8)
+    elem = ds.get_item(pydicom.datadict.tag_for_keyword(keyword), keep_deferred=True)
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
+    if elem is None or elem.length == UNDEFINED_LENGTH:
+        return None  # compressed: only the limits bound what the decoder will allocate
+    if elem.value is not None:
+        present = len(elem.value)
+    elif syntax in NATIVE_SYNTAXES and getattr(elem, "value_tell", None) is not None:
+        present = max(0, min(int(elem.length), os.path.getsize(path) - int(elem.value_tell)))
+    else:
+        return None  # deferred inside a deflated stream: its offsets are not file offsets
+    return limits.check(rows, cols, n_frames, needed, present)
+
+
+def scan_dicom_file(path: str | Path, keep_dataset: bool = False, limits: SizeLimits = SizeLimits()) -> FileHeader | Rejected:
     """Pass 1 for one file: read the header (pixel data deferred) and accept or reject it.
 
     Rejections: not DICOM; no pixel data (SR, RT, presentation states...); not MR; Secondary
     Capture (masks such as Brain-Tumor-Progression's MaskTumor, screenshots); not single-channel;
-    not 2-D; an unreadable or truncated header.
+    not 2-D; a declared size over ``limits`` or larger than the pixel data in the file
+    (:func:`declared_size_problem`); an unreadable or truncated header.
     """
     path = str(path)
     try:
@@ -341,6 +389,10 @@ def scan_dicom_file(path: str | Path, keep_dataset: bool = False) -> FileHeader 
             return Rejected(path, f"not a 2-D image: Rows={rows}, Columns={cols}")
         if not _get(ds, "SeriesInstanceUID"):
             return Rejected(path, "no SeriesInstanceUID")
+        # before anything sized by the header: the per-frame geometry below loops over NumberOfFrames
+        problem = declared_size_problem(ds, path, limits)
+        if problem:
+            return Rejected(path, problem)
         n_frames = int(_get(ds, "NumberOfFrames", 1) or 1)
         ipp, iop, spacing = _geometry(ds, n_frames)
         instance = _get(ds, "InstanceNumber")
@@ -516,6 +568,8 @@ def _decode_native_into(path: str, info: PixelInfo, out: np.ndarray, slots: Sequ
     count = info.n_frames * info.rows * info.cols
     dtype = np.dtype(f"{info.byteorder}{'i' if info.signed else 'u'}{info.bits_allocated // 8}")
     need = count * dtype.itemsize
+    if info.length is not None and info.length < need:  # before any buffer is sized by the header
+        return Rejected(path, f"truncated or corrupt pixel data (native): {info.length} of {need} bytes declared")
     first = slots[0] if len(slots) else 0
     direct = (
         out.dtype == dtype
@@ -533,7 +587,7 @@ def _decode_native_into(path: str, info: PixelInfo, out: np.ndarray, slots: Sequ
                 got += n
     except OSError as exc:
         return Rejected(path, f"unreadable file: {exc}")
-    if got < need or (info.length is not None and info.length < need):
+    if got < need:
         return Rejected(path, f"truncated or corrupt pixel data (native): {got} of {need} bytes present")
     unused = info.bits_allocated - info.bits_stored
     if direct:
@@ -609,8 +663,8 @@ def _decode_job(jobs: Sequence[tuple[FileHeader, Sequence[int]]], out: dict[int,
     return results
 
 
-def _scan_many(paths: Sequence[str], keep_dataset: bool) -> list[FileHeader | Rejected]:
-    return [scan_dicom_file(p, keep_dataset) for p in paths]
+def _scan_many(paths: Sequence[str], keep_dataset: bool, limits: SizeLimits) -> list[FileHeader | Rejected]:
+    return [scan_dicom_file(p, keep_dataset, limits) for p in paths]
 
 
 def _chunks(items: Sequence, size: int) -> list[Sequence]:
@@ -632,6 +686,7 @@ def iter_dicom_series(
     workers: int | None = None,
     keep_datasets: bool = False,
     integers: bool = False,
+    limits: SizeLimits = SizeLimits(),
 ) -> Iterator[DicomSeries]:
     """Yield every decodable series among ``paths``; report each unusable file through ``reject``.
 
@@ -643,6 +698,8 @@ def iter_dicom_series(
         integers: give a series whose values are exactly integers of at most 16 bits in the smallest
             integer dtype that holds them (:func:`exact_integer_dtype`; what the slice store keeps)
             instead of float32. Same values, half the memory or less, and no float conversion.
+        limits: the largest slice and file/series accepted (:mod:`mrsr.limits`); checked on headers,
+            before any pixel memory is allocated.
 
     Series come out in SeriesInstanceUID order; at most a few series are decoded ahead.
     """
@@ -654,7 +711,7 @@ def iter_dicom_series(
     pool = ProcessPoolExecutor(workers) if parallel else None
     threads = ThreadPoolExecutor(workers) if parallel else None
     try:
-        yield from _run(files, reject, pool, threads, workers, keep_datasets, integers)
+        yield from _run(files, reject, pool, threads, workers, keep_datasets, integers, limits)
     finally:
         for ex in (pool, threads):
             if ex is not None:
@@ -662,15 +719,16 @@ def iter_dicom_series(
 
 
 def _run(files: list[str], reject: Callable[[str, str], None], pool: ProcessPoolExecutor | None,
-         threads: ThreadPoolExecutor | None, workers: int, keep_datasets: bool, integers: bool = False
-         ) -> Iterator[DicomSeries]:
+         threads: ThreadPoolExecutor | None, workers: int, keep_datasets: bool, integers: bool = False,
+         limits: SizeLimits = SizeLimits()) -> Iterator[DicomSeries]:
     # pass 1
     size = max(1, min(64, len(files) // (4 * workers) or 1))
     if pool is None:
-        scanned = _scan_many(files, keep_datasets)
+        scanned = _scan_many(files, keep_datasets, limits)
     else:
         parts = _chunks(files, size)
-        scanned = [r for part in pool.map(_scan_many, parts, [keep_datasets] * len(parts)) for r in part]
+        scanned = [r for part in pool.map(_scan_many, parts, [keep_datasets] * len(parts), [limits] * len(parts))
+                   for r in part]
     by_series: dict[str, list[FileHeader]] = collections.defaultdict(list)
     for item in scanned:
         if isinstance(item, Rejected):
@@ -678,6 +736,7 @@ def _run(files: list[str], reject: Callable[[str, str], None], pool: ProcessPool
         else:
             by_series[item.series_uid].append(item)
     plans = [_plan_series(by_series[uid], reject) for uid in sorted(by_series)]
+    plans = [p for p in plans if _within_limits(p, limits, reject)]  # before any series array is allocated
     if integers:
         for plan in plans:
             plan.dtype = exact_integer_dtype(h.pixel for h in plan.headers) or plan.dtype
@@ -741,6 +800,15 @@ def _run(files: list[str], reject: Callable[[str, str], None], pool: ProcessPool
                 yield series
 
 
+def _within_limits(plan: _Plan, limits: SizeLimits, reject: Callable[[str, str], None]) -> bool:
+    """Whether a series' array fits ``limits`` (each file did; many files together may not)."""
+    h0 = plan.headers[0]
+    problem = limits.check(h0.rows, h0.cols, len(plan.slices))
+    for h in plan.headers if problem else ():
+        reject(h.path, f"series {plan.series_uid}: {problem}")
+    return problem is None
+
+
 def _light(h: FileHeader) -> FileHeader:
     """The header without its Dataset: what a decode worker needs, cheap to pickle."""
     return h if h.dataset is None else dataclasses.replace(h, dataset=None)
@@ -759,7 +827,8 @@ def _assemble(plan: _Plan, pixels: np.ndarray, failed: dict, reject: Callable[[s
 
 
 def read_dicom_series_files(
-    paths: Iterable[str | Path], workers: int | None = 1, keep_datasets: bool = True
+    paths: Iterable[str | Path], workers: int | None = 1, keep_datasets: bool = True,
+    limits: SizeLimits = SizeLimits(),
 ) -> tuple[list[DicomSeries], list[Rejected]]:
     """All series among ``paths``, decoded and ordered, plus the rejected files.
 
@@ -767,7 +836,8 @@ def read_dicom_series_files(
     ``keep_datasets`` defaults to True and the pool to off (small inputs).
     """
     rejected: list[Rejected] = []
-    series = list(iter_dicom_series(paths, lambda p, r: rejected.append(Rejected(p, r)), workers, keep_datasets))
+    series = list(iter_dicom_series(paths, lambda p, r: rejected.append(Rejected(p, r)), workers, keep_datasets,
+                                    limits=limits))
     return series, rejected
 
 
@@ -788,17 +858,19 @@ def _keep_freed_memory() -> None:
         pass
 
 
-def ingest_dicom_files(paths: list[Path], writer: SliceStoreWriter, workers: int | None = None) -> None:
+def ingest_dicom_files(paths: list[Path], writer: SliceStoreWriter, workers: int | None = None,
+                       limits: SizeLimits = SizeLimits()) -> None:
     """Read DICOM files of any layout into a :class:`mrsr.data.store.SliceStoreWriter`.
 
-    Each series becomes one ``add_series`` call; every unusable file becomes ``writer.reject``.
+    Each series becomes one ``add_series`` call; every unusable file becomes ``writer.reject``
+    (a declared size over ``limits`` included: checked before any pixel memory is allocated).
     The writer runs in a background thread (np.save and its statistics release the GIL), one series
     at a time, while the next series is decoded.
     """
     _keep_freed_memory()
     with ThreadPoolExecutor(1) as background:
         writing: Future | None = None
-        for series in iter_dicom_series(paths, writer.reject, workers, integers=True):
+        for series in iter_dicom_series(paths, writer.reject, workers, integers=True, limits=limits):
             if writing is not None:
                 writing.result()
             writing = background.submit(writer.add_series, series.to_series_slices())

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from mrsr.config import load_config
+from mrsr.config import ConfigError, load_config
 from mrsr.data.resize import downscale, mod_crop
 from mrsr.data.store import load_series, read_index
 from mrsr.errors import UsageError, existing_dir, existing_file, output_file
@@ -64,11 +64,13 @@ def make_patches(store: Path, split: pd.DataFrame, scale: int, lr_size: int, lr_
     candidates = index[index["series_key"].isin(train["series_key"])]["slice_id"].to_numpy()
     val_ids = set(rng.choice(candidates, size=min(val_slices, max(len(candidates) - 1, 0)), replace=False))
     lr_parts, hr_parts, out = [], [], {}
+    largest = (0, 0)  # the largest training LR image, for the message when no patch fits
     for row in train.itertuples():
         volume = np.asarray(load_series(store, row.series_key), dtype=np.float32) / np.float32(row.norm)
         ids = index[index["series_key"] == row.series_key].sort_values("slice_index")["slice_id"].to_numpy()
         is_val = np.array([i in val_ids for i in ids])
         hr, lr = degrade(volume, scale)
+        largest = max(largest, lr.shape[1:])
         lp, hp = extract_patches(hr[~is_val], lr[~is_val], scale, lr_size, lr_stride)
         lr_parts.append(lp)
         hr_parts.append(hp)
@@ -77,6 +79,10 @@ def make_patches(store: Path, split: pd.DataFrame, scale: int, lr_size: int, lr_
             out[f"val_lr_{j}"], out[f"val_hr_{j}"] = lr[k], hr[k]
     out["lr"] = np.concatenate(lr_parts)[:, None]
     out["hr"] = np.concatenate(hr_parts)[:, None]
+    if len(out["lr"]) == 0:  # stop here, naming the key, not with a traceback in training
+        raise ConfigError(
+            f"config key 'patches.x{scale}.lr_size': {lr_size} gives no patch: training LR images at x{scale} are "
+            f"at most {largest[0]} x {largest[1]} pixels (min side {min(largest)}); use an lr_size at most that")
     return out
 
 

@@ -52,9 +52,11 @@ def make_split(index: pd.DataFrame, by: str, seed: int, n_train: int, n_test: in
     series["split"] = [
         "train" if u in train_units else "test" if u in test_units else "unused" for u in series[unit_col]
     ]
-    bad = series["norm"] <= 0
+    # `norm <= 0` alone would let NaN through (every comparison with NaN is False)
+    bad = ~np.isfinite(series["norm"]) | (series["norm"] <= 0)
     if bad.any():
-        raise ValueError(f"series with no positive intensity: {list(series.loc[bad, 'series_key'])}")
+        raise ValueError(f"series whose maximum intensity (norm) is not a positive finite number: "
+                         f"{list(series.loc[bad, 'series_key'])}; ingest again (it drops NaN/Inf slices)")
     return series
 
 

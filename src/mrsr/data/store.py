@@ -3,12 +3,19 @@
 Layout of a store folder ``DIR``::
 
     DIR/index.csv        one row per kept slice (columns: INDEX_COLUMNS)
-    DIR/rejected.csv     one row per rejected input file (path, reason)
+    DIR/rejected.csv     one row per rejected input file, or per file with dropped slices (path, reason)
     DIR/slices/KEY.npy   array (n_slices, rows, cols) per series, raw intensities (Rescale
                          Slope/Intercept applied, MONOCHROME1 inverted), DICOM row/column order;
                          dtype uint8/int8/uint16/int16 when every value is an integer that dtype
                          holds, float32 otherwise (see "dtype" below)
-    DIR/ingest.json      counts: series, slices kept, all-zero slices dropped, files rejected
+    DIR/ingest.json      counts: series, slices kept, all-zero and non-finite slices dropped, files rejected
+
+index.csv is written last and only by an ingest that succeeded with at least one slice: its
+presence means a complete store (a failed ingest leaves rejected.csv and ingest.json, never it).
+
+Slices holding a NaN or infinite value are dropped with a rejected.csv row naming them: such a
+slice has no maximum to normalise by and no defined PSNR, so downstream stages could only average
+NaN or skip it silently. Every stored value is therefore finite.
 
 ``index.csv`` rows point into the arrays by ``series_key`` and ``slice_index``; rows of a series are
 ordered along the slice normal. Downstream stages (split, patches, evaluation, report) read only this,
@@ -35,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from mrsr.errors import InputFileError
-from mrsr.io import atomic_path, write_csv, write_json
+from mrsr.io import atomic_path, clean_stale_temporaries, write_csv, write_json
 
 INDEX_COLUMNS = [
     "slice_id",  # f"{series_key}:{slice_index:04d}"
@@ -95,18 +102,24 @@ class SeriesSlices:
 class SliceStoreWriter:
     """Collects series and rejections, then writes the store atomically (file by file).
 
-    All-zero slices (padding) are dropped and counted, not stored.
+    Opening a writer removes the folder's index.csv (the store is being rewritten: not complete
+    until :meth:`close` succeeds) and what killed runs left half-written. All-zero slices (padding) are dropped and counted, not stored; so are slices with a NaN or
+    infinite value, each file concerned also getting a rejected.csv row.
     """
 
     out_dir: Path
     rows: list[dict] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
     zero_slices_dropped: int = 0
+    nonfinite_slices_dropped: int = 0
     n_series: int = 0
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
         (self.out_dir / "slices").mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "index.csv").unlink(missing_ok=True)
+        for folder in (self.out_dir, self.out_dir / "slices"):
+            clean_stale_temporaries(folder)
 
     def reject(self, path: str | Path, reason: str) -> None:
         self.rejected.append({"path": str(path), "reason": reason})
@@ -118,22 +131,33 @@ class SliceStoreWriter:
             raise ValueError(f"series {series.series_uid}: expected (n, rows, cols), got {pixels.shape}")
         flat = pixels.reshape(len(pixels), -1)
         lows, highs = flat.min(1), flat.max(1)
-        # all-zero <=> min == max == 0 (a NaN slice counts as not zero, as a != 0 test would say)
-        nonzero = (lows != 0) | (highs != 0)
-        self.zero_slices_dropped += int((~nonzero).sum())
-        if not nonzero.any():
+        # min and max propagate NaN and reach +-Inf: a slice is finite iff both are (no extra pass)
+        finite = np.isfinite(lows) & np.isfinite(highs)
+        nonzero = (lows != 0) | (highs != 0)  # all-zero <=> min == max == 0
+        keep = finite & nonzero
+        self.zero_slices_dropped += int((finite & ~nonzero).sum())
+        self.nonfinite_slices_dropped += int((~finite).sum())
+        bad: dict[str, list[int]] = {}
+        for i in np.flatnonzero(~finite):
+            bad.setdefault(series.paths[i], []).append(int(i))
+        for path, slices in bad.items():
+            shown = ", ".join(map(str, slices[:10])) + (", ..." if len(slices) > 10 else "")
+            self.reject(path, f"{len(slices)} slice(s) with NaN or infinite values dropped (slice index {shown} "
+                              "of the series): no defined intensity to normalise by or to compare")
+        if not keep.any():
             for p in dict.fromkeys(series.paths):
-                self.reject(p, "series holds only all-zero slices")
+                if p not in bad:
+                    self.reject(p, "series holds only all-zero slices")
             return None
-        kept = pixels if nonzero.all() else pixels[nonzero]  # no copy in the common case
-        paths = [p for p, k in zip(series.paths, nonzero) if k]
-        positions = [float(z) for z, k in zip(series.positions, nonzero) if k]
+        kept = pixels if keep.all() else pixels[keep]  # no copy in the common case
+        paths = [p for p, k in zip(series.paths, keep) if k]
+        positions = [float(z) for z, k in zip(series.positions, keep) if k]
         key = series_key(series.patient_id, series.description, series.series_uid)
         with atomic_path(self.out_dir / "slices" / f"{key}.npy", suffix=".npy") as tmp:
             with open(tmp, "wb") as fh:  # a file object: np.save would append ".npy" to a path
                 np.save(fh, kept)
         spacing = series.pixel_spacing or (float("nan"), float("nan"))
-        stats = dict(min=lows[nonzero], max=highs[nonzero], **mean_std(kept))
+        stats = dict(min=lows[keep], max=highs[keep], **mean_std(kept))
         for i in range(len(kept)):
             self.rows.append(
                 {
@@ -155,19 +179,27 @@ class SliceStoreWriter:
         self.n_series += 1
         return key
 
-    def close(self, source: str) -> dict:
-        """Write index.csv, rejected.csv and ingest.json; returns the summary."""
+    def close(self, source: str, complete: bool = True) -> dict:
+        """Write rejected.csv and ingest.json, then index.csv; returns the summary.
+
+        Args:
+            source: the data source, recorded in ingest.json.
+            complete: False after a failed ingest: the reports are written (what was read, what
+                was rejected) but not index.csv, whose presence means a complete store. Neither
+                is it written for a store without a single slice.
+        """
         write_csv(self.out_dir / "rejected.csv", pd.DataFrame(self.rejected, columns=REJECTED_COLUMNS))
         summary = {
             "source": source,
             "series": self.n_series,
             "slices": len(self.rows),
             "zero_slices_dropped": self.zero_slices_dropped,
+            "nonfinite_slices_dropped": self.nonfinite_slices_dropped,
             "files_rejected": len(self.rejected),
         }
         write_json(self.out_dir / "ingest.json", summary)
-        # index.csv last: its presence marks a complete store.
-        write_csv(self.out_dir / "index.csv", pd.DataFrame(self.rows, columns=INDEX_COLUMNS))
+        if complete and self.rows:  # last, and only now: its presence marks a complete store
+            write_csv(self.out_dir / "index.csv", pd.DataFrame(self.rows, columns=INDEX_COLUMNS))
         return summary
 
 

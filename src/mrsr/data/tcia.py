@@ -17,7 +17,14 @@ misspelt collections answer 200 with an empty body rather than an error. So:
 - a series counts as done only once it is recorded in ``DIR/manifest.json`` (metadata and MD5s),
   written atomically after the rename, so a killed run never leaves a series a rerun takes as done;
 - nothing is written outside DIR: ZIP entries with paths (``../../x``, ``/abs``) are refused and
-  PatientID/UIDs are checked before they become folder names.
+  PatientID/UIDs are checked before they become folder names;
+- nothing a server sends is unbounded (:class:`Bounds`, :class:`ZipLimits`): a JSON answer is capped
+  (``--max-json-mb``, 128 MiB); every request has a deadline for headers and body together
+  (``--request-deadline``, 30 min) enforced on the socket, so a server dripping a byte a second
+  cannot keep it alive, and a minimum average rate (``--min-rate``, 10 KiB/s after 30 s); the whole
+  run has a deadline (``--deadline``, none by default); a ZIP body is capped by the series' FileSize
+  (or ImageCount x 64 MiB without it) while it streams, must start as a ZIP, and its entries are
+  checked one by one as they are extracted (the first that is not DICOM stops the series).
 
 Layout: ``DIR/<PatientID>/<SeriesInstanceUID>/*.dcm``, ``DIR/manifest.json``, ``DIR/series.csv``,
 ``DIR/LICENSE.txt``, ``DIR/CITATION.md``; ``mrsr ingest --source local --input DIR`` reads it.
@@ -27,25 +34,31 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import datetime as dt
 import email.utils
 import fnmatch
 import hashlib
+import http.client
 import json
 import random
 import re
 import shutil
+import socket
 import stat
 import sys
 import threading
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import requests
+import requests.adapters
+import urllib3
+import urllib3.connection
 
 from mrsr.io import write_csv, write_json, write_text
 
@@ -108,21 +121,157 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class ZipLimits:
-    """Bounds for one series ZIP (zip-bomb and runaway-stream guards).
+    """Bounds for one series ZIP (zip-bomb and runaway-stream guards), on the body as it streams
+    and on the uncompressed entries before extraction.
 
-    With FileSize known, the uncompressed total may exceed it by ``slack_fraction`` + ``slack_bytes``
-    (LICENSE, md5hashes.csv); without it, ``max_series_bytes`` applies. Both are capped by it.
+    With FileSize known, the body and the uncompressed total may exceed it by ``slack_fraction`` +
+    ``slack_bytes`` (LICENSE, md5hashes.csv); without it, ``max_image_bytes`` per image of
+    ImageCount; without either, ``max_series_bytes``. All are capped by ``max_series_bytes``.
     """
 
-    max_series_bytes: int = 16 * 2**30
+    max_series_bytes: int = 4 * 2**30
+    max_image_bytes: int = 64 * 2**20  # a single-frame MR image is < 2 MiB; enhanced multi-frame files more
     slack_fraction: float = 0.05
     slack_bytes: int = 1 * 2**20
     max_extra_entries: int = 8
     max_ratio: float = 1000.0
 
+    def series_cap(self, meta: dict) -> int:
+        """The most bytes a series' ZIP (and its uncompressed entries) may hold."""
+        size, count = _int(meta.get("FileSize")), _int(meta.get("ImageCount"))
+        if size is not None:
+            expected = size
+        elif count is not None:
+            expected = count * self.max_image_bytes
+        else:
+            return self.max_series_bytes
+        return min(self.max_series_bytes, int(expected * (1 + self.slack_fraction)) + self.slack_bytes)
 
-def with_retries(action: Callable[[], Any], policy: RetryPolicy, what: str) -> Any:
-    """Run ``action`` until it succeeds, retrying :class:`RetryableError` and transient network errors."""
+
+@dataclass(frozen=True)
+class Bounds:
+    """Time and size bounds on what a server may send (a hostile or broken one included).
+
+    Args:
+        request_deadline: seconds for one request, headers and body together (enforced on the
+            socket: a server that drips bytes keeps every read under the read timeout).
+        run_deadline: seconds for the whole download (None: no limit); no request outlives it.
+        min_rate: bytes/s a body must average once it has run ``rate_grace`` seconds.
+        rate_grace: seconds before ``min_rate`` applies (connection set-up, a slow start).
+        max_json_bytes: the largest JSON answer read (a series list; 1.5 KB per series).
+    """
+
+    request_deadline: float = 1800.0
+    run_deadline: float | None = None
+    min_rate: float = 10 * 1024
+    rate_grace: float = 30.0
+    max_json_bytes: int = 128 * 2**20
+
+
+class DeadlineExceeded(DownloadError):
+    """The run's deadline passed: nothing is retried any more."""
+
+
+# ----------------------------------------------------------------------------------------------
+# deadlines on the socket
+class _Expiry:
+    """One request's deadline: a timer shuts its socket down when it passes.
+
+    Why on the socket: a read timeout applies to each read, so a server sending one byte a second
+    (in the headers or the body) keeps a request alive for ever; shutting the socket down makes the
+    blocked read return at once, whatever urllib3 and http.client were doing.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + max(0.0, seconds)
+        self.expired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(0.0, seconds), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sock = self._sock
+        if sock is not None:
+            _shutdown(sock)
+
+    def attach(self, sock: socket.socket | None) -> None:
+        with self._lock:
+            self._sock = sock
+            expired = self.expired
+        if expired and sock is not None:
+            _shutdown(sock)
+
+    @property
+    def passed(self) -> bool:
+        """Whether the deadline has passed (the timer may fire a moment late)."""
+        return self.expired or time.monotonic() >= self.at
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # closed already
+
+
+_current = threading.local()  # the _Expiry of the request this thread is making
+
+
+class _DeadlineConnectionMixin:
+    def getresponse(self, *args, **kwargs):  # called once the request is sent, before the headers are read
+        expiry = getattr(_current, "expiry", None)
+        if expiry is not None:
+            expiry.attach(self.sock)
+        return super().getresponse(*args, **kwargs)
+
+
+class _DeadlineHTTPConnection(_DeadlineConnectionMixin, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _DeadlineHTTPSConnection(_DeadlineConnectionMixin, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _DeadlineHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _DeadlineHTTPConnection
+
+
+class _DeadlineHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _DeadlineHTTPSConnection
+
+
+class _DeadlineAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter with connections that hand their socket to the request's :class:`_Expiry`."""
+
+    POOLS = {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(self.POOLS)
+
+    def proxy_manager_for(self, *args, **kwargs):
+        manager = super().proxy_manager_for(*args, **kwargs)
+        manager.pool_classes_by_scheme = dict(self.POOLS)
+        return manager
+
+
+def with_retries(action: Callable[[], Any], policy: RetryPolicy, what: str, stop_at: float | None = None) -> Any:
+    """Run ``action`` until it succeeds, retrying :class:`RetryableError` and transient network errors.
+
+    Args:
+        action: one attempt.
+        policy: attempts and backoff.
+        what: named in the final error.
+        stop_at: ``time.monotonic()`` of the run's deadline: no retry waits past it.
+    """
     last: Exception | None = None
     for attempt in range(policy.attempts):
         try:
@@ -131,7 +280,11 @@ def with_retries(action: Callable[[], Any], policy: RetryPolicy, what: str) -> A
                 requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
             last = exc
             if attempt + 1 < policy.attempts:
-                policy.sleep(policy.delay(attempt, getattr(exc, "retry_after", None)))
+                delay = policy.delay(attempt, getattr(exc, "retry_after", None))
+                if stop_at is not None and time.monotonic() + delay >= stop_at:
+                    raise DeadlineExceeded(f"{what}: the run's deadline (--deadline) passes before the next "
+                                           f"attempt; last error: {exc}") from exc
+                policy.sleep(delay)
     raise DownloadError(f"{what}: gave up after {policy.attempts} attempts; last error: {last}")
 
 
@@ -151,74 +304,160 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 class NbiaClient:
-    """A thin NBIA v4 client: whitelisted parameters, status handling, one session per thread."""
+    """A thin NBIA v4 client: whitelisted parameters, status handling, one session per thread, and
+    every answer bounded in size and time (:class:`Bounds`)."""
 
     def __init__(self, api_url: str = DEFAULT_API_URL, timeout: tuple[float, float] = (10.0, 300.0),
-                 retry: RetryPolicy = RetryPolicy(), pause: float = 0.0) -> None:
+                 retry: RetryPolicy = RetryPolicy(), pause: float = 0.0, bounds: Bounds = Bounds()) -> None:
         self.api_url = api_url.rstrip("/") + "/"
         self.timeout = timeout
         self.retry = retry
         self.pause = pause  # politeness delay before each request (the Data Retriever uses 0.5 s)
+        self.bounds = bounds
+        self.stop_at = None if bounds.run_deadline is None else time.monotonic() + bounds.run_deadline
         self._local = threading.local()
 
     @property
     def session(self) -> requests.Session:
         if not hasattr(self._local, "session"):
-            self._local.session = requests.Session()
-            self._local.session.headers["User-Agent"] = USER_AGENT
+            session = requests.Session()
+            session.headers["User-Agent"] = USER_AGENT
+            for prefix in ("http://", "https://"):
+                session.mount(prefix, _DeadlineAdapter())
+            self._local.session = session
         return self._local.session
 
-    def _request(self, endpoint: str, params: dict[str, str], stream: bool = False) -> requests.Response:
+    def _request(self, endpoint: str, params: dict[str, str]) -> requests.Response:
+        """Send one GET (streamed: the body is read by the caller, bounded); raises on a bad status."""
         unknown = set(params) - ALLOWED_PARAMS[endpoint]
         if unknown:  # v4 answers 400 to any parameter outside its whitelist: fail before asking
             raise ValueError(f"{endpoint}: parameters {sorted(unknown)} are not accepted by NBIA v4")
         if self.pause:
             time.sleep(self.pause)
-        resp = self.session.get(self.api_url + endpoint, params=params, timeout=self.timeout, stream=stream)
+        resp = self.session.get(self.api_url + endpoint, params=params, timeout=self.timeout, stream=True)
         if resp.status_code in RETRY_STATUS:
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
             resp.close()
             raise RetryableError(f"{endpoint}: HTTP {resp.status_code}", retry_after)
         if resp.status_code != 200:
-            text = resp.text[:300].strip()
+            text = next(resp.iter_content(chunk_size=300), b"").decode("utf-8", "replace").strip()
             resp.close()
             raise DownloadError(f"{endpoint} {params}: HTTP {resp.status_code}: {text}")
         return resp
 
+    @contextlib.contextmanager
+    def _exchange(self, endpoint: str, params: dict[str, str]) -> Iterator[tuple[requests.Response, _Expiry]]:
+        """One request under its deadline (and the run's): yields (response, its expiry).
+
+        Errors after the deadline passed (the socket was shut down under them) become a clear
+        RetryableError, or DeadlineExceeded when it was the run's deadline.
+        """
+        seconds = self.bounds.request_deadline
+        run_bound = self.stop_at is not None and self.stop_at - time.monotonic() <= seconds
+        if self.stop_at is not None:
+            seconds = min(seconds, self.stop_at - time.monotonic())
+            if seconds <= 0:
+                raise DeadlineExceeded(f"{endpoint}: the run's deadline of {self.bounds.run_deadline:g} s "
+                                       "(--deadline) has passed")
+        expiry = _Expiry(seconds)
+        _current.expiry = expiry
+        try:
+            with self._request(endpoint, params) as resp:
+                _current.expiry = None
+                yield resp, expiry
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, RetryableError) as exc:
+            if not expiry.passed:
+                raise
+            if run_bound:
+                raise DeadlineExceeded(f"{endpoint}: stopped at the run's deadline of {self.bounds.run_deadline:g} s "
+                                       "(--deadline)") from exc
+            raise RetryableError(f"{endpoint}: no complete answer within the request deadline of "
+                                 f"{self.bounds.request_deadline:g} s (--request-deadline)") from exc
+        finally:
+            expiry.cancel()
+            _current.expiry = None
+
+    def _read_body(self, resp: requests.Response, expiry: _Expiry, what: str,
+                   on_chunk: Callable[[bytes], None]) -> int:
+        """Read a body as it arrives, bounded in time; returns the bytes read.
+
+        ``read1`` returns whatever has arrived, so a dripping server hands control back here after
+        every drip: the minimum rate and the deadline are checked between reads (the socket
+        shutdown of :class:`_Expiry` ends a read that blocks).
+        """
+        started, received = time.monotonic(), 0
+        try:
+            while chunk := resp.raw.read1(1 << 16, decode_content=True):
+                received += len(chunk)
+                on_chunk(chunk)
+                elapsed = time.monotonic() - started
+                if expiry.passed:
+                    raise OSError("deadline passed")  # turned into the deadline's error by _exchange
+                if elapsed > self.bounds.rate_grace and received < self.bounds.min_rate * elapsed:
+                    raise RetryableError(f"{what}: {received} bytes in {elapsed:.0f} s, below the minimum rate of "
+                                         f"{self.bounds.min_rate:g} B/s (--min-rate)")
+            if expiry.passed:  # a body without a length "ends" when its socket is shut down
+                raise OSError("deadline passed")
+        except (urllib3.exceptions.HTTPError, http.client.HTTPException) as exc:
+            raise RetryableError(f"{what}: body cut short ({type(exc).__name__}: {exc})") from exc
+        return received
+
     def get_json(self, endpoint: str, params: dict[str, str]) -> list[dict]:
-        """A v4 JSON list; NBIA's empty body (no match, or no access) becomes ``[]``."""
+        """A v4 JSON list; NBIA's empty body (no match, or no access) becomes ``[]``.
+
+        The body is read up to ``bounds.max_json_bytes`` (an endless answer is an error, not memory).
+        """
+        cap = self.bounds.max_json_bytes
 
         def once() -> list[dict]:
-            resp = self._request(endpoint, params)
-            if not resp.content.strip():
+            body = bytearray()
+
+            def keep(chunk: bytes) -> None:
+                if len(body) + len(chunk) > cap:
+                    raise DownloadError(f"{endpoint}: the answer exceeds the {cap // 2**20} MiB cap on JSON "
+                                        "(--max-json-mb): refused")
+                body.extend(chunk)
+
+            with self._exchange(endpoint, params) as (resp, expiry):
+                self._read_body(resp, expiry, endpoint, keep)
+            if not body.strip():
                 return []
             try:
-                data = resp.json()
+                data = json.loads(body)
             except ValueError as exc:
-                raise RetryableError(f"{endpoint}: body is not JSON ({resp.text[:80]!r})") from exc
+                raise RetryableError(f"{endpoint}: body is not JSON ({bytes(body[:80])!r})") from exc
             if not isinstance(data, list):
                 raise DownloadError(f"{endpoint}: expected a JSON array, got {type(data).__name__}")
             return data
 
-        return with_retries(once, self.retry, endpoint)
+        return with_retries(once, self.retry, endpoint, self.stop_at)
 
     def fetch_zip(self, uid: str, dest: Path, max_bytes: int, on_bytes: Callable[[int], None]) -> int:
-        """One attempt to stream a series ZIP to ``dest``; returns the bytes received."""
+        """One attempt to stream a series ZIP to ``dest``, at most ``max_bytes``; returns the bytes received.
+
+        A body that does not start as a ZIP is refused at its first bytes, not after gigabytes.
+        """
         params = {"SeriesInstanceUID": uid, "NewFileNames": "Yes", "IncludeMD5": "Yes"}
-        received = 0
-        with self._request("getImage", params, stream=True) as resp:
+        with self._exchange("getImage", params) as (resp, expiry):
             ctype = resp.headers.get("Content-Type", "").lower()
             if ctype.startswith("text/") or ctype.startswith("application/json"):
                 head = next(resp.iter_content(chunk_size=200), b"")  # an error text; never read a big body whole
                 raise RetryableError(f"series {uid}: got {ctype} instead of a ZIP: {head[:200]!r}")
             with open(dest, "wb") as fh:
-                for chunk in resp.iter_content(chunk_size=1 << 16):
-                    received += len(chunk)
-                    if received > max_bytes:
-                        raise DownloadError(f"series {uid}: ZIP larger than the {max_bytes}-byte cap")
+                head = bytearray()
+
+                def write(chunk: bytes) -> None:
+                    if len(head) < 4:
+                        head.extend(chunk[: 4 - len(head)])
+                        if len(head) == 4 and head != b"PK\x03\x04":
+                            raise RetryableError(f"series {uid}: the body is not a ZIP (starts {bytes(head)!r})")
+                    if fh.tell() + len(chunk) > max_bytes:
+                        raise DownloadError(f"series {uid}: ZIP larger than the {max_bytes}-byte cap "
+                                            "(FileSize, or ImageCount x 64 MiB without it): refused")
                     fh.write(chunk)
                     on_bytes(len(chunk))
-        return received
+
+                return self._read_body(resp, expiry, f"series {uid}", write)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,9 +514,7 @@ def validate_zip(path: Path, meta: dict, limits: ZipLimits) -> tuple[list[zipfil
             if expected is not None and len(infos) > expected + limits.max_extra_entries:
                 raise DownloadError(f"series {uid}: {len(infos)} ZIP entries for {expected} images")
             size = _int(meta.get("FileSize"))
-            cap = limits.max_series_bytes
-            if size is not None:
-                cap = min(cap, int(size * (1 + limits.slack_fraction)) + limits.slack_bytes)
+            cap = limits.series_cap(meta)
             total = sum(i.file_size for i in infos)
             if total > cap:
                 raise DownloadError(f"series {uid}: {total} uncompressed bytes exceed the cap of {cap}")
@@ -310,11 +547,15 @@ def extract_verified(path: Path, images: list[zipfile.ZipInfo], md5s: dict[str, 
     """Write the images into ``into``, checking MD5s and each file's SeriesInstanceUID.
 
     Files carry hidden names (``.1-01.dcm``) until every check passed, so an interrupted extraction
-    is never read as data. Returns ({name: {size, md5}}, the files' SOP Class UIDs).
+    is never read as data. Each entry is checked as soon as it is out (MD5, DICOM header, series),
+    so a bad one stops the extraction there instead of after the whole series is on disk; an entry
+    that is not DICOM is not retried (its CRC matched: the server holds exactly that). Returns
+    ({name: {size, md5}}, the files' SOP Class UIDs).
     """
     import pydicom
 
     files: dict[str, dict] = {}
+    sop_classes: set[str] = set()
     with zipfile.ZipFile(path) as zf:
         for info in images:
             digest, n = hashlib.md5(), 0
@@ -324,21 +565,18 @@ def extract_verified(path: Path, images: list[zipfile.ZipInfo], md5s: dict[str, 
                     dst.write(chunk)
                     n += len(chunk)
             files[info.filename] = {"size": n, "md5": digest.hexdigest()}
-    if md5s is not None:
-        missing = sorted(set(files) - set(md5s))
-        wrong = sorted(name for name in files if name in md5s and md5s[name] != files[name]["md5"])
-        if missing or wrong:
-            raise RetryableError(f"series {uid}: MD5 mismatch for {wrong[:5]}, no MD5 listed for {missing[:5]}")
-    sop_classes: set[str] = set()
-    for name in files:
-        try:
-            ds = pydicom.dcmread(into / f".{name}", stop_before_pixels=True,
-                                 specific_tags=["SeriesInstanceUID", "SOPClassUID"])
-        except Exception as exc:
-            raise RetryableError(f"series {uid}: {name} is not readable DICOM: {exc}") from exc
-        if str(ds.get("SeriesInstanceUID", "")) != uid:
-            raise DownloadError(f"series {uid}: {name} belongs to series {ds.get('SeriesInstanceUID')}")
-        sop_classes.add(str(ds.get("SOPClassUID", "")))
+            name = info.filename
+            if md5s is not None and md5s.get(name) != files[name]["md5"]:
+                raise RetryableError(f"series {uid}: MD5 mismatch for {name}" if name in md5s else
+                                     f"series {uid}: no MD5 listed for {name}")
+            try:
+                ds = pydicom.dcmread(into / f".{name}", stop_before_pixels=True,
+                                     specific_tags=["SeriesInstanceUID", "SOPClassUID"])
+            except Exception as exc:
+                raise DownloadError(f"series {uid}: ZIP entry {name} is not readable DICOM ({exc}): refused") from exc
+            if str(ds.get("SeriesInstanceUID", "")) != uid:
+                raise DownloadError(f"series {uid}: {name} belongs to series {ds.get('SeriesInstanceUID')}")
+            sop_classes.add(str(ds.get("SOPClassUID", "")))
     for name in files:
         (into / f".{name}").rename(into / name)
     return files, sop_classes
@@ -482,9 +720,7 @@ def _download_series(client: NbiaClient, meta: dict, out_dir: Path, limits: ZipL
     staging = out_dir / STAGING
     staging.mkdir(exist_ok=True)
     zip_path, tmp_dir = staging / f".{uid}.zip.part", staging / f".{uid}.extract"
-    size = _int(meta.get("FileSize"))
-    cap = limits.max_series_bytes if size is None else min(limits.max_series_bytes,
-                                                          int(size * (1 + limits.slack_fraction)) + limits.slack_bytes)
+    cap = limits.series_cap(meta)
 
     def attempt() -> tuple[dict[str, dict], set[str], str | None, bool]:
         shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -501,7 +737,7 @@ def _download_series(client: NbiaClient, meta: dict, out_dir: Path, limits: ZipL
             zip_path.unlink(missing_ok=True)
 
     manifest.forget(uid)  # from here on the series is not done until it is recorded again
-    files, sop_classes, license_text, server_md5 = with_retries(attempt, client.retry, f"series {uid}")
+    files, sop_classes, license_text, server_md5 = with_retries(attempt, client.retry, f"series {uid}", client.stop_at)
     entry = {
         "status": "verified", "patient_id": meta.get("PatientID"), "study_uid": meta.get("StudyInstanceUID"),
         "series_description": meta.get("SeriesDescription"), "modality": meta.get("Modality"),
@@ -541,6 +777,7 @@ def download_collection(
     retry: RetryPolicy = RetryPolicy(),
     timeout: tuple[float, float] = (10.0, 300.0),
     limits: ZipLimits = ZipLimits(),
+    bounds: Bounds = Bounds(),
     pause: float = 0.25,
     recheck: bool = False,
     progress: bool = True,
@@ -557,16 +794,18 @@ def download_collection(
         include_non_image: keep masks / Secondary Capture series (excluded by default).
         workers: series downloaded in parallel (NBIA is a shared service: keep it modest).
         retry, timeout, limits, pause: network behaviour (tests make them tiny).
+        bounds: deadlines (per request, per run), minimum rate and JSON cap.
         recheck: re-hash already verified series instead of checking names and sizes.
         progress: show tqdm bars (series and bytes).
 
     Raises:
         CollectionNotAccessible: NBIA returned no series for the collection.
-        DownloadError: nothing matched the filters, or the series list could not be fetched.
+        DownloadError: nothing matched the filters, or the series list could not be fetched
+            (DeadlineExceeded: not within the run's deadline).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    client = NbiaClient(api_url, timeout=timeout, retry=retry, pause=pause)
+    client = NbiaClient(api_url, timeout=timeout, retry=retry, pause=pause, bounds=bounds)
     rows = client.get_json("getSeries", {"Collection": collection, "Modality": modality, "format": "json"})
     if not rows:
         raise _not_accessible(client, collection)
@@ -640,6 +879,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backoff", type=float, default=5.0, help="first retry delay in s, doubled each time (default 5)")
     parser.add_argument("--timeout", type=float, default=300.0, help="read timeout in s (default 300)")
     parser.add_argument("--pause", type=float, default=0.25, help="delay before each request in s (default 0.25)")
+    default = Bounds()
+    parser.add_argument("--deadline", type=float, default=None, metavar="S",
+                        help="stop the whole download after S seconds (default: no limit); rerun to resume")
+    parser.add_argument("--request-deadline", type=float, default=default.request_deadline, metavar="S",
+                        help=f"seconds for one request, headers and body (default {default.request_deadline:g})")
+    parser.add_argument("--min-rate", type=float, default=default.min_rate, metavar="B",
+                        help=f"bytes/s a download must average after {default.rate_grace:g} s (default {default.min_rate:g})")
+    parser.add_argument("--max-json-mb", type=float, default=default.max_json_bytes / 2**20, metavar="MB",
+                        help=f"largest JSON answer read (default {default.max_json_bytes // 2**20})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -650,7 +898,9 @@ def run(args: argparse.Namespace) -> int:
             series_descriptions=args.series_descriptions, workers=args.workers,
             include_non_image=args.include_non_image,
             retry=RetryPolicy(attempts=max(1, args.retries), base_delay=args.backoff),
-            timeout=(10.0, args.timeout), pause=args.pause, recheck=args.recheck, progress=not args.no_progress)
+            timeout=(10.0, args.timeout), pause=args.pause, recheck=args.recheck, progress=not args.no_progress,
+            bounds=Bounds(request_deadline=args.request_deadline, run_deadline=args.deadline, min_rate=args.min_rate,
+                          max_json_bytes=int(args.max_json_mb * 2**20)))
     except DownloadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
