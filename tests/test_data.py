@@ -20,7 +20,7 @@ def test_sample_is_byte_identical_to_its_readme(root):
     sample = root / "data" / "btp-sample"
     readme = (sample / "README.md").read_text()
     sums = re.findall(r"^([0-9a-f]{64})  (\S+)$", readme, flags=re.M)
-    assert len(sums) == 4
+    assert len(sums) == 12  # six patients, two studies each
     for digest, name in sums:
         assert hashlib.sha256((sample / name).read_bytes()).hexdigest() == digest, name
     shared = root.parent / "shared" / "data" / "btp-sample"
@@ -42,11 +42,11 @@ def test_sample_ingest_index(sample_store):
     out, summary = sample_store
     index = read_index(out)
     assert list(index.columns) == INDEX_COLUMNS
-    # 4 volumes of 24 slices, slices 20-23 all zero in each (sample README).
-    assert summary == {"source": "sample", "series": 4, "slices": 80, "zero_slices_dropped": 16,
+    # 12 volumes of 24 slices, slices 20-23 all zero in each (sample README).
+    assert summary == {"source": "sample", "series": 12, "slices": 240, "zero_slices_dropped": 48,
                        "nonfinite_slices_dropped": 0, "files_rejected": 0}
     assert index["slice_id"].is_unique
-    assert set(index["patient_id"]) == {"PGBM-002", "PGBM-019"}
+    assert set(index["patient_id"]) == {"PGBM-002", "PGBM-007", "PGBM-012", "PGBM-014", "PGBM-019", "PGBM-020"}
     assert (index[["rows", "cols"]] == 256).all().all()
     assert index["pixel_spacing_row"].isna().all()  # the sample's header spacing is known to be wrong
     for key, group in index.groupby("series_key"):
@@ -130,8 +130,8 @@ def test_make_patches_on_the_sample(sample_store):
     split = make_split(read_index(out), "series", 2021, 24, 28)
     arrays = make_patches(out, split, 2, 14, 11, val_slices=2, seed=0)
     assert arrays["lr"].shape[1:] == (1, 14, 14) and arrays["hr"].shape[1:] == (1, 27, 27)
-    # 2 training series x 20 slices, 2 held out; 128x128 LR -> 11 x 11 patches per slice.
-    assert len(arrays["lr"]) == 38 * 121
+    # 12 series split 24:28 -> 6 training series x 20 slices, 2 held out; 128x128 LR -> 11 x 11 patches per slice.
+    assert len(arrays["lr"]) == 118 * 121
     assert arrays["hr"].max() <= 1.0 and arrays["hr"].min() >= 0.0
     assert arrays["val_lr_0"].shape == (128, 128) and arrays["val_hr_1"].shape == (256, 256)
 
