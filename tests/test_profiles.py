@@ -5,7 +5,8 @@
 - A dry run of another profile changes nothing a finished run's jobs read.
 - After a change to one experiment, `dvc repro` reruns that experiment's jobs and what depends on
   them, and leaves every other weight file byte-identical; files restored with new modification
-  times rerun nothing; a partial Snakemake target exits 0 and leaves stale stages unrecorded.
+  times (dvc checkout; a fresh clone's `mrsr dvc-restore --pull`) rerun nothing; a partial
+  Snakemake target exits 0 and leaves stale stages unrecorded.
 """
 
 from __future__ import annotations
@@ -154,6 +155,48 @@ def test_a_dry_run_of_another_profile_changes_nothing(finished_run):
 
 
 @pytest.mark.slow
+def test_dvc_and_snakemake_reports_work_offline(finished_run, tmp_path):
+    """`dvc metrics show` is a few readable columns; `dvc plots show` draws loss and PSNR apart with
+    no network (rendered by headless Chromium); `snakemake --report` holds the report and tables."""
+    import zipfile
+
+    from PIL import Image
+
+    from test_report_browser import CHROMIUM, FLAGS, Links
+
+    work = finished_run
+    metrics = run([*DVC, "metrics", "show"], work)
+    assert metrics.returncode == 0, metrics.stderr
+    header = metrics.stdout.splitlines()[0].split()
+    assert header[0] == "Path" and len(header) <= 10 and "x2.psnr" in header and "x2.gain_db" in header
+
+    plots = run([*DVC, "plots", "show", "-o", str(tmp_path / "plots")], work)
+    assert plots.returncode == 0, plots.stderr
+    page = tmp_path / "plots" / "index.html"
+    links = Links()
+    links.feed(page.read_text())
+    assert sorted(Path(r).name.split("_", 1)[-1] for r in links.resources if r.endswith(".png")) == [
+        "reports_test_figures_training_loss.png", "reports_test_figures_validation_psnr.png"]
+    assert not [r for r in links.resources if re.match(r"\s*['\"]?(https?:)?//", r)], links.resources
+    if CHROMIUM.exists():  # the offline rendering itself (CI installs chromium: scripts/setup.sh test)
+        shot = tmp_path / "plots.png"
+        result = subprocess.run([str(CHROMIUM), *FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                                 "--window-size=1280,1600", f"--screenshot={shot}", page.as_uri()],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and shot.exists(), result.stderr[-2000:]
+        pixels = Image.open(shot).convert("L")
+        assert pixels.getextrema()[0] < 128  # something dark was drawn: curves and axes, not a blank page
+
+    archive = work / "snakemake-report.zip"
+    made = run([*SNAKEMAKE, "--report", str(archive)], work)
+    assert made.returncode == 0, made.stderr[-3000:]
+    names = [Path(n).name for n in zipfile.ZipFile(archive).namelist()]
+    assert {"report.html", "summary.csv", "table3.csv", "training_loss.png", "validation_psnr.png"} <= set(names)
+    ours = [n for n in zipfile.ZipFile(archive).namelist() if n.endswith("/report.html") and "/data/raw/" in n]
+    assert ours and "Table 2" in zipfile.ZipFile(archive).read(ours[0]).decode()
+
+
+@pytest.mark.slow
 def test_dvc_repro_reruns_only_the_changed_experiment(finished_run):
     work = finished_run
     before = snapshot(work)
@@ -173,12 +216,20 @@ def test_dvc_repro_reruns_only_the_changed_experiment(finished_run):
     assert planned_jobs(work) == {}
     assert "up to date" in run([*DVC, "status"], work).stdout
 
-    # Restored files get new modification times (dvc checkout / pull): nothing reruns for that.
+    # Restored files get new modification times, in no order (dvc checkout / pull): nothing reruns.
     for path in ("data/prepared/test/patches/x2.npz", "models/test/srcnn_x2.safetensors"):
         (work / path).unlink()
     checkout = run([*DVC, "checkout"], work)
     assert checkout.returncode == 0, checkout.stderr
     assert planned_jobs(work) == {}
+    # As in a fresh clone after `dvc pull`: no Snakemake records at all. Restoring through mrsr
+    # records them (after checking `dvc status`), so Snakemake has nothing to do either.
+    for folder in (".snakemake", "data/prepared", "models", "results", "reports"):
+        shutil.rmtree(work / folder)
+    restore = run([sys.executable, "-m", "mrsr.cli", "dvc-restore"], work)
+    assert restore.returncode == 0, restore.stdout + restore.stderr
+    assert planned_jobs(work) == {}
+    assert after["models/test/srcnn_x2.safetensors"][1] == snapshot(work)["models/test/srcnn_x2.safetensors"][1]
 
     # A partial target exits 0; the stages it left stale stay unrecorded, so DVC still says so.
     cfg["experiments"][1]["train"]["steps_per_epoch"] = 5

@@ -15,13 +15,14 @@ dvc.yaml tracks record nothing.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
-from mrsr.errors import existing_file
+from mrsr.errors import UsageError, existing_file
 
 
 def tracked_profile(dvc_yaml: Path) -> str | None:
@@ -82,3 +83,35 @@ def run(args: argparse.Namespace) -> int:
     if result.returncode != 0:
         print("warning: `dvc commit` failed; the outputs are built but dvc.lock was not updated", file=sys.stderr)
     return result.returncode
+
+
+def add_dvc_restore_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pull", action="store_true", help="fetch from the DVC remote first (`dvc pull`), "
+                                                            "else restore from the local cache (`dvc checkout`)")
+
+
+def run_dvc_restore(args: argparse.Namespace) -> int:
+    """Restore the tracked outputs with DVC, then bring Snakemake's records in line with them.
+
+    DVC restores files with new modification times and without Snakemake's records of the jobs
+    that made them (a fresh clone has none; an older revision's files do not match the newer
+    records). Once `dvc status` confirms that the files are what dvc.lock says the current
+    configuration and code produce, ``snakemake --touch`` marks them up to date in DAG order and
+    records each job's current params, so `snakemake -n all` has nothing to do and a later change
+    still reruns exactly its jobs.
+    """
+    restore = [sys.executable, "-m", "dvc", "pull" if args.pull else "checkout", "--quiet"]
+    if subprocess.run(restore).returncode != 0:
+        raise UsageError(f"`{' '.join(restore[2:])}` failed; nothing else was changed")
+    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], capture_output=True, text=True,
+                            check=True)
+    stale = sorted(json.loads(status.stdout or "{}"))
+    if stale:
+        raise UsageError(f"dvc status: {', '.join(stale)} not up to date with dvc.lock (changed configuration, "
+                         "code or data); run `dvc repro` instead")
+    touch = subprocess.run([sys.executable, "-m", "snakemake", "--touch", "--cores", "1", "--quiet", "all"])
+    if touch.returncode != 0:
+        print("error: `snakemake --touch all` failed; Snakemake may rerun restored jobs", file=sys.stderr)
+        return 1
+    print("dvc-restore: outputs restored and recorded; `snakemake -n all` has nothing to do")
+    return 0

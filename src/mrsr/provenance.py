@@ -1,15 +1,22 @@
-"""Which package source each workflow step runs, and a digest of it.
+"""What a workflow job depends on besides its files: the package code it runs and its source folder.
 
-Snakemake's own ``code`` rerun trigger sees only a rule's shell command, not the package it calls;
-each rule therefore lists ``code(step)`` among its params, so a change to the code a step runs reruns
-that step's jobs and no others. dvc.yaml's stages depend on the same files (tests/test_workflow.py
-checks that each stage's deps are the union of its steps' sources), so `dvc repro` and Snakemake
-agree on what a code change invalidates.
+Snakemake's params rerun trigger compares, job by job, what each rule lists as params; two of them
+come from here:
+
+- Snakemake's own ``code`` trigger sees only a rule's shell command, not the package it calls; each
+  rule lists ``code(step)`` among its params, so a change to the code a step runs reruns that
+  step's jobs and no others. dvc.yaml's stages depend on the same files (tests/test_workflow.py
+  checks that each stage's deps are the union of its steps' sources), so `dvc repro` and Snakemake
+  agree on what a code change invalidates.
+- The ingest rule's input is a folder of source data, whose own modification time says little
+  (a fresh clone gives every file a new one): :func:`folder_fingerprint` (every file's relative
+  path and size) reruns ingest when files are added, removed, renamed or resized.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -46,4 +53,24 @@ def source_digest(step: str) -> str:
         for path in _files(relative):
             digest.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0")
             digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def folder_fingerprint(folder: str | os.PathLike) -> str:
+    """12 hex digits of SHA-256 over every file's relative path and size under ``folder``.
+
+    Sizes, not contents: hashing a user's folder of many GB at every workflow start would cost
+    minutes, and a DICOM or NIfTI file edited in place to the very same size is rare. (DVC hashes
+    the contents of the sample folder it tracks.) An unreadable sub-folder counts as its name.
+    """
+    digest = hashlib.sha256()
+    for path, dirs, names in os.walk(folder, onerror=lambda exc: digest.update(f"!{exc.filename}".encode())):
+        dirs.sort()
+        for name in sorted(names):
+            full = os.path.join(path, name)
+            try:
+                size = os.stat(full).st_size
+            except OSError:
+                size = -1
+            digest.update(f"{os.path.relpath(full, folder)}\0{size}\0".encode())
     return digest.hexdigest()[:12]

@@ -5,7 +5,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 
 from mrsr.config import Job, file_sha256, job_train_settings, training_jobs
-from mrsr.provenance import source_digest
+from mrsr.provenance import folder_fingerprint, source_digest
 
 # Each profile writes to its own folders, so a quick run and a paper run coexist and neither can
 # read the other's files. dvc.yaml tracks the default profile's folders (its `vars: profile`).

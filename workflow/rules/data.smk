@@ -43,6 +43,8 @@ rule ingest:
         store=lambda wc, output: os.path.dirname(output.index),
         source="local" if config["data"]["source"] == "tcia" else config["data"]["source"],
         folder=lambda wc, input: os.path.dirname(input[0]) if config["data"]["source"] == "tcia" else input[0],
+        # What the folder holds (names and sizes): adding or replacing source files reruns ingest.
+        source_files=lambda wc: folder_fingerprint(ingest_input(wc)) if config["data"]["source"] != "tcia" else "",
         code=code("ingest"),
     log:
         f"{LOGS}/ingest.log",

@@ -9,7 +9,7 @@ rule timing:
         split=SPLIT,
         config=ancient(CONFIG),
     output:
-        table=f"{RESULTS}/timing/table3.csv",
+        table=report(f"{RESULTS}/timing/table3.csv", category="Tables", caption="../report/table3.rst"),
         machine=f"{RESULTS}/timing/machine.json",
     params:
         store=lambda wc, input: os.path.dirname(input.index),
