@@ -1,5 +1,5 @@
 """Report tables: ours beside the paper's, gains over bicubic and their paired intervals, every scale;
-the below-bicubic marker, Table 1's bicubic row and initialisations."""
+the below-bicubic marker, Table 1's bicubic row and initialisations, Figure 3's panels."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from mrsr.report import (below_bicubic, best_baseline, bootstrap_diff, paired_comparison, render, strategy_init,
-                         table1_differences, table1_rows, table2_rows)
+from mrsr.report import (below_bicubic, best_baseline, bootstrap_diff, figure3, figure3_panels, paired_comparison,
+                         render, strategy_init, table1_differences, table1_rows, table2_rows)
 from report_fixtures import build_results, full_report_config
 
 
@@ -156,3 +156,18 @@ def test_table1_has_bicubic_the_markers_and_each_initialisation(full, default_co
     assert table1_differences(rows) == {"init": False, "schedule": False}
     assert rows[1]["note"] == {"tag": "below bicubic", "gap": f"{rows[1]['psnr'] - bic:+.2f} dB", "detail": ""}
 
+
+def test_figure3_panels_follow_table2(full):
+    config, inputs, summary, per_image, _ = full
+    names = [p.name.split(".")[0] for p in inputs.examples if p.name.endswith("_x2.npz")]
+    panels = figure3_panels(names[::-1])  # the input order does not matter
+    table2 = [r["method"] for r in table2_rows(summary, per_image, config) if r["scale"] == 2]
+    assert [title for _, title in panels] == table2 == ["Bicubic", "SRCNN", "ESPCN", "FSRCNN", "de-CNN", "FSCWN", "Ours"]
+    assert [name for name, _ in panels] == ["bicubic_x2", "srcnn_x2", "espcn_x2", "fsrcnn_x2", "decnn_x2", "fscwn_x2",
+                                            "proposed_multi_x2"]  # Ours: the multi-resolution network, as in Table 2
+    examples = {}
+    for name in names:
+        with np.load(inputs.examples[0].with_name(f"{name}.npz")) as data:
+            examples[name] = {"hr": data["hr"], "sr": data["sr"]}
+    assert figure3(examples, border=2).startswith("data:image/png;base64,")
+    assert figure3({}) is None

@@ -4,7 +4,8 @@ It shows Table 1 (upsampling strategies, with bicubic and each strategy's initia
 Table 2 (PSNR/SSIM per method and scale) and Table 3 (CPU time per slice, from ``mrsr timing``, with
 the bf16 path) beside the paper's figures with the differences and the gains over bicubic; a row at
 or below bicubic carries a marker (:func:`below_bicubic`). Then a Figure-3-style visual comparison
-with error maps, training curves, per-image metric distributions, the dataset and split, rejected files, the metric recipe,
+(Table 2's methods in its order, PSNR/SSIM per panel, error maps on one colour scale), training
+curves, per-image metric distributions, the dataset and split, rejected files, the metric recipe,
 hardware, versions, git revision and configuration.
 """
 
@@ -32,10 +33,10 @@ import scipy.stats  # noqa: E402
 import yaml  # noqa: E402
 
 from mrsr import paper  # noqa: E402
-from mrsr.config import Job, job_train_settings, load_config, model_options, training_jobs  # noqa: E402
+from mrsr.config import Job, border_pixels, job_train_settings, load_config, model_options, training_jobs  # noqa: E402
 from mrsr.errors import existing_file, output_file  # noqa: E402
 from mrsr.io import write_bytes, write_text  # noqa: E402
-from mrsr.metrics import RECIPE  # noqa: E402
+from mrsr.metrics import RECIPE, crop_border, psnr, ssim  # noqa: E402
 from mrsr.table3 import bf16_rows, size_labels, table3_rows  # noqa: E402
 from mrsr.weights import git_revision  # noqa: E402
 
@@ -250,28 +251,65 @@ def table1_differences(rows: list[dict[str, Any]]) -> dict[str, bool]:
     return {key: len({r[key] for r in strategies}) > 1 for key in ("init", "schedule")}
 
 
-def figure3(examples: dict[str, dict[str, np.ndarray]]) -> str | None:
-    """The same slice and zoomed region for the ground truth and every method, with error maps."""
-    if not examples:
+def figure3_panels(names: list[str]) -> list[tuple[str, str]]:
+    """Figure 3's method panels: (job name, display name) in Table 2's order and with its names.
+
+    ``names``: example job names of one scale. As in Table 2, "Ours" is the multi-resolution
+    network (the other strategies are left out) and methods Table 2 does not list are left out.
+    """
+    by_method = {}
+    for name in names:
+        job = Job.from_name(name)
+        if job.model != "proposed" or job.strategy == "multi":
+            by_method[job.model] = name
+    return [(by_method[m], paper.DISPLAY_NAMES.get(m, m)) for m in paper.METHOD_ORDER if m in by_method]
+
+
+def _error_scale(errors: list[np.ndarray]) -> float:
+    """One colour scale for every error map: the 99.5th percentile of all errors, two significant digits up."""
+    top = max(float(np.percentile(e, 99.5)) for e in errors) if errors else 0.0
+    top = max(top, 1e-3)
+    step = 10.0 ** (np.floor(np.log10(top)) - 1)
+    return float(np.ceil(top / step) * step)
+
+
+def figure3(examples: dict[str, dict[str, np.ndarray]], border: int = 0) -> str | None:
+    """The same slice and zoomed region: HR first, then every method of Table 2 in its order, with error maps.
+
+    Each method's panel is titled with its PSNR and SSIM on this slice (the metric recipe, ``border``
+    pixels cropped, as in the per-image CSVs); the error maps share one colour scale and a colour bar.
+    """
+    panels = figure3_panels(list(examples))
+    if not panels:
         return None
-    names = list(examples)
-    hr = examples[names[0]]["hr"]
+    hr = np.asarray(examples[panels[0][0]]["hr"], np.float64)
     h, w = hr.shape
     zoom = (slice(h // 4, h // 4 + h // 3), slice(w // 3, w // 3 + w // 3))
-    panels = [("Ground truth", hr)] + [(n, examples[n]["sr"]) for n in names]
-    fig, axes = plt.subplots(3, len(panels), figsize=(2.4 * len(panels), 7.4))
-    axes = np.atleast_2d(axes)
-    for col, (title, img) in enumerate(panels):
-        axes[0, col].imshow(np.clip(img, 0, 1), cmap="gray", vmin=0, vmax=1)
+    images = [np.clip(np.asarray(examples[name]["sr"], np.float64), 0, 1) for name, _ in panels]
+    errors = [np.abs(img - hr)[zoom] for img in images]
+    vmax = _error_scale(errors)
+    # About 1.5 inches a panel: eight panels fill a 1280-pixel page at dpi 110 without shrinking the titles.
+    fig, axes = plt.subplots(3, len(panels) + 1, figsize=(1.5 * (len(panels) + 1), 5.6), layout="constrained")
+    axes = np.asarray(axes).reshape(3, -1)
+    slice_id = examples[panels[0][0]].get("slice_id")
+    columns = [("HR (reference)" + (f"\n{slice_id}" if slice_id is not None else ""), hr, None)]
+    for (name, title), img in zip(panels, images):
+        ref, est = crop_border(hr, border), crop_border(img, border)
+        columns.append((f"{title}\n{psnr(ref, est):.2f} dB / {ssim(ref, est):.4f}", img, np.abs(img - hr)[zoom]))
+    for col, (title, img, err) in enumerate(columns):
+        axes[0, col].imshow(img, cmap="gray", vmin=0, vmax=1)
         axes[0, col].add_patch(plt.Rectangle((zoom[1].start, zoom[0].start), w // 3, h // 3, fill=False, ec="yellow", lw=1))
         axes[0, col].set_title(title, fontsize=8)
-        axes[1, col].imshow(np.clip(img[zoom], 0, 1), cmap="gray", vmin=0, vmax=1)
-        err = np.abs(np.clip(img, 0, 1) - hr)[zoom]
-        axes[2, col].imshow(err, cmap="inferno", vmin=0, vmax=0.1)
+        axes[1, col].imshow(img[zoom], cmap="gray", vmin=0, vmax=1)
+        if err is not None:
+            shown = axes[2, col].imshow(err, cmap="inferno", vmin=0, vmax=vmax)
         for r in range(3):
             axes[r, col].axis("off")
-    axes[2, 0].set_title("|error| (0-0.1)", fontsize=7)
-    fig.tight_layout()
+    axes[2, 0].text(0.5, 0.5, "|SR - HR|\nof the zoom\n(shared scale)", ha="center", va="center", fontsize=8,
+                    transform=axes[2, 0].transAxes)
+    bar = fig.colorbar(shown, ax=axes[2, 1:].tolist(), location="bottom", shrink=0.6, aspect=40, extend="max")
+    bar.set_label("|SR - HR| (intensities 0-1); titles: PSNR / SSIM of the whole slice", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
     return png_data_uri(fig)
 
 
@@ -369,17 +407,15 @@ def render(config: dict[str, Any], inputs: ReportInputs, curves: dict[str, bytes
     summary = pd.read_csv(inputs.summary, keep_default_na=False, dtype={"strategy": str})
     per_image = {_stem(p): pd.read_csv(p) for p in inputs.per_image}
     histories = {_stem(p): pd.read_csv(p) for p in inputs.histories}
-    figure_examples = {}
     figure_scale = min(config["scales"])  # one scale: every panel shows the same slice and region
-    for path in inputs.examples:
-        name = _stem(path)
-        if not name.endswith(f"_x{figure_scale}"):
-            continue
-        job = Job.from_name(name)
-        if job.model != "proposed" or job.strategy == "multi":
-            with np.load(path) as data:
-                if "sr" in data.files:
-                    figure_examples[name] = {k: data[k] for k in ("hr", "sr")}
+    examples = {_stem(p): p for p in inputs.examples if _stem(p).endswith(f"_x{figure_scale}")}
+    figure_examples = {}
+    for name, _ in figure3_panels(list(examples)):  # what Table 2 shows: Ours is the multi-resolution network
+        with np.load(examples[name]) as data:
+            if "sr" in data.files:
+                figure_examples[name] = {k: data[k] for k in ("hr", "sr")}
+                if "slice_id" in data.files:
+                    figure_examples[name]["slice_id"] = str(data["slice_id"])
     split = json.loads(Path(inputs.split).read_text())
     ingest = json.loads(Path(inputs.ingest).read_text())
     rejected = pd.read_csv(inputs.rejected)
@@ -394,7 +430,7 @@ def render(config: dict[str, Any], inputs: ReportInputs, curves: dict[str, bytes
     return env.get_template("report.html.j2").render(
         profile=config["profile"], data_source=config["data"]["source"], config_yaml=yaml.safe_dump(config, sort_keys=False),
         table1=table1, table1_differs=table1_differences(table1), table2=table2_groups(table2_rows(summary, per_image, config)),
-        summary_ours=paper.SUMMARY_OURS, figure3=figure3(figure_examples),
+        summary_ours=paper.SUMMARY_OURS, figure3=figure3(figure_examples, border_pixels(config, figure_scale)),
         curves={k: png_bytes_uri(v) for k, v in curves.items() if v},
         distributions=distributions(per_image),
         split=split, ingest=ingest, rejected=rejected.to_dict("records"), recipe=RECIPE.strip(),
