@@ -1,15 +1,22 @@
-"""Report tables: ours beside the paper's, gains over bicubic and their paired intervals, every scale."""
+"""Report tables: ours beside the paper's, gains over bicubic and their paired intervals, every scale;
+the below-bicubic marker, Table 1's bicubic row and initialisations, Figure 3's panels."""
 
 from __future__ import annotations
+
+import copy
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from mrsr.report import best_baseline, bootstrap_diff, paired_comparison, table1_rows, table2_rows
+from mrsr.report import (below_bicubic, best_baseline, bootstrap_diff, figure3, figure3_panels, paired_comparison,
+                         render, strategy_init, table1_differences, table1_rows, table2_rows)
+from report_fixtures import build_results, full_report_config
 
 
-def test_table2_rows_for_several_scales():
+def test_table2_rows_for_several_scales(default_config):
     rng = np.random.default_rng(0)
     per_image, summary = {}, []
     for scale in (2, 3, 4):
@@ -20,16 +27,17 @@ def test_table2_rows_for_several_scales():
             per_image[name] = pd.DataFrame({"slice_id": [f"s{i}" for i in range(10)], "psnr": psnr})
             summary.append({"method": method, "strategy": strategy, "scale": scale, "psnr": psnr.mean(), "ssim": 0.9,
                             "n_images": 10, "psnr_std": psnr.std(), "ssim_std": 0.0, "psnr_fg": psnr.mean()})
-    rows = table2_rows(pd.DataFrame(summary), per_image)
+    rows = table2_rows(pd.DataFrame(summary), per_image, default_config)
     assert [(r["method"], r["scale"]) for r in rows] == [(m, s) for s in (2, 3, 4) for m in ("Bicubic", "Ours")]
     for r in rows:
         if r["method"] == "Ours":
             assert r["gain"] == pytest.approx(1.0)
             assert r["ci"] == pytest.approx((1.0, 1.0, 1.0))  # a constant paired difference
             assert r["paper_gain"] == pytest.approx({2: 6.01, 3: 3.63, 4: 3.08}[r["scale"]])
-    t1 = table1_rows(pd.DataFrame(summary))
-    assert [r["strategy"] for r in t1] == ["Single upsampling", "Multi-resolution upsampling"]
-    assert t1[1]["diff_psnr"] == pytest.approx(t1[1]["psnr"] - 45.67)
+    t1 = table1_rows(pd.DataFrame(summary), default_config)
+    assert [r["strategy"] for r in t1] == ["Bicubic", "Single upsampling", "Multi-resolution upsampling"]
+    assert t1[2]["diff_psnr"] == pytest.approx(t1[2]["psnr"] - 45.67)
+    assert t1[0]["paper_psnr"] == 40.55 and t1[0]["paper_table"] == 2  # the paper's Table 1 has no bicubic row
 
 
 def test_bootstrap_interval_contains_the_mean():
@@ -44,7 +52,7 @@ def _images(psnr: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"slice_id": [f"s{i}" for i in range(len(psnr))], "psnr": psnr})
 
 
-def test_every_method_is_compared_with_the_best_baseline_of_its_scale():
+def test_every_method_is_compared_with_the_best_baseline_of_its_scale(default_config):
     rng = np.random.default_rng(3)
     base = 30 + rng.random(12)
     gains = {"bicubic": 0.0, "srcnn": 0.4, "fscwn": 0.9, "proposed": 1.5}  # fscwn: the best baseline
@@ -57,7 +65,7 @@ def test_every_method_is_compared_with_the_best_baseline_of_its_scale():
                         "n_images": 12, "psnr_std": psnr.std(), "ssim_std": 0.0, "psnr_fg": psnr.mean()})
     summary = pd.DataFrame(summary)
     assert best_baseline(summary.set_index("method")) == "fscwn"
-    rows = {r["method"]: r for r in table2_rows(summary, per_image)}
+    rows = {r["method"]: r for r in table2_rows(summary, per_image, default_config)}
     assert rows["FSCWN"]["is_best_baseline"] and "vs_best" not in rows["FSCWN"]
     ours = rows["Ours"]["vs_best"]
     assert ours["ci"] == pytest.approx((0.6, 0.6, 0.6)) and ours["n"] == 12
@@ -75,3 +83,91 @@ def test_paired_comparison_by_hand():
     assert out["p"] == pytest.approx(0.125)
     assert paired_comparison(a, a)["p"] is None  # no differences: no test
     assert paired_comparison(a.head(5), b.head(5))["p"] is None  # too few slices
+
+
+QUICK = {"epochs": 4, "steps_per_epoch": 50, "batch_size": 32}
+
+
+def test_below_bicubic_decides_the_marker():
+    assert below_bicubic(35.0, 35.5, "quick", QUICK) == {
+        "tag": "below bicubic", "gap": "-0.50 dB", "detail": "quick profile, trained 4 epochs x 50 steps x 32 only"}
+    assert below_bicubic(35.5, 35.5, "quick", QUICK)["tag"] == "at bicubic"  # no gain is no gain
+    assert below_bicubic(35.51, 35.5, "quick", QUICK) is None
+    assert below_bicubic(35.0, None, "quick", QUICK) is None  # no bicubic row to compare with
+    # The paper profile's marker excuses nothing; a null steps_per_epoch is a full pass.
+    assert below_bicubic(35.0, 35.5, "paper", QUICK) == {"tag": "below bicubic", "gap": "-0.50 dB", "detail": ""}
+    assert "100 epochs x full pass x 128" in below_bicubic(
+        1.0, 2.0, "quick", {"epochs": 100, "steps_per_epoch": None, "batch_size": 128})["detail"]
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory, default_config, root):
+    """The fixture's results tree of all 18 jobs (report_fixtures.GAINS: ESPCN and single below bicubic)
+    and its report: (config, inputs, summary, per-image frames, HTML)."""
+    config = full_report_config(default_config, yaml.safe_load((root / "config/paper.yaml").read_text()))
+    inputs = build_results(tmp_path_factory.mktemp("full"), config)
+    summary = pd.read_csv(inputs.summary, keep_default_na=False, dtype={"strategy": str})
+    per_image = {p.name.split(".")[0]: pd.read_csv(p) for p in inputs.per_image}
+    return config, inputs, summary, per_image, render(config, inputs)
+
+
+def test_table2_marks_the_rows_below_bicubic_by_hand(full):
+    config, inputs, summary, per_image, html = full
+    rows = table2_rows(summary, per_image, config)
+    bicubic = {r["scale"]: r["psnr"] for r in rows if r["method"] == "Bicubic"}
+    marked = {(r["method"], r["scale"]) for r in rows if r["note"]}
+    assert marked == {(r["method"], r["scale"]) for r in rows if r["method"] != "Bicubic" and r["psnr"] <= bicubic[r["scale"]]}
+    assert marked == {("ESPCN", 2), ("ESPCN", 3), ("ESPCN", 4)}  # the fixture's one baseline below bicubic
+    espcn, srcnn = (next(r for r in rows if r["method"] == m and r["scale"] == 2) for m in ("ESPCN", "SRCNN"))
+    assert srcnn["psnr"] > bicubic[2] and srcnn["note"] is None
+    assert espcn["note"]["gap"] == f"{espcn['psnr'] - bicubic[2]:+.2f} dB"
+    assert espcn["note"]["detail"] == "quick profile, trained 4 epochs x 50 steps x 32 only"  # ESPCN's own budget
+    table2 = re.search(r'<table id="table2-data".*?</table>', html, re.S).group(0)
+    for line in re.findall(r'<tr><td class="l">.*?</tr>', table2, re.S):
+        assert ('class="flag">below bicubic<' in line) == line.startswith('<tr><td class="l">ESPCN<'), line
+    paper = copy.deepcopy(config) | {"profile": "paper"}
+    assert [r["note"]["detail"] for r in table2_rows(summary, per_image, paper) if r["note"]] == ["", "", ""]
+
+
+def test_table1_has_bicubic_the_markers_and_each_initialisation(full, default_config, root):
+    config, inputs, summary, per_image, html = full
+    rows = table1_rows(summary, config)
+    assert [r["strategy"] for r in rows] == ["Bicubic", "Single upsampling", "Double upsampling", "Multi-resolution upsampling"]
+    bic = summary[(summary["method"] == "bicubic") & (summary["scale"] == 2)]["psnr"].item()
+    assert rows[0]["psnr"] == bic and rows[0]["note"] is None and rows[0]["init"] is None
+    assert [r["note"] is not None for r in rows[1:]] == [r["psnr"] <= bic for r in rows[1:]] == [True, False, False]
+    assert rows[1]["note"]["detail"] == "quick profile, trained 4 epochs x 12 steps x 32 only"
+    # Quick profile: the single strategy has no LR-image deconvolution, so it does not start as bicubic.
+    assert [r["init"] for r in rows[1:]] == ["He; feature deconv. zero: starts as a blank image"] + 2 * [
+        "He; LR-image deconv. bicubic, feature deconv. zero: starts as bicubic"]
+    assert table1_differences(rows) == {"init": True, "schedule": False}
+    table1 = re.search(r'<table id="table1-data".*?</table>', html, re.S).group(0)
+    assert "<td class=\"l\">Bicubic</td>" in table1 and table1.count('class="flag"') == 1 and "<th class=\"l\">Budget</th>" not in table1
+    assert "The strategies do not start alike" in html and "the same budget, 4 epochs x 12 steps x 32, adam lr 0.0005" in html
+    # A strategy given its own budget: the table gets a Budget column.
+    config = copy.deepcopy(config)
+    config["experiments"][1]["train"] = {"steps_per_epoch": 30}
+    assert table1_differences(table1_rows(summary, config)) == {"init": True, "schedule": True}
+    assert "<th class=\"l\">Budget</th>" in render(config, inputs, curves={})
+    # The paper's protocol: He everywhere, the same budget; a marker without the budget.
+    paper = yaml.safe_load((root / "config/paper.yaml").read_text())
+    assert {strategy_init(paper, s) for s in ("single", "double", "multi")} == {"He (as the paper)"}
+    rows = table1_rows(summary, paper)
+    assert table1_differences(rows) == {"init": False, "schedule": False}
+    assert rows[1]["note"] == {"tag": "below bicubic", "gap": f"{rows[1]['psnr'] - bic:+.2f} dB", "detail": ""}
+
+
+def test_figure3_panels_follow_table2(full):
+    config, inputs, summary, per_image, _ = full
+    names = [p.name.split(".")[0] for p in inputs.examples if p.name.endswith("_x2.npz")]
+    panels = figure3_panels(names[::-1])  # the input order does not matter
+    table2 = [r["method"] for r in table2_rows(summary, per_image, config) if r["scale"] == 2]
+    assert [title for _, title in panels] == table2 == ["Bicubic", "SRCNN", "ESPCN", "FSRCNN", "de-CNN", "FSCWN", "Ours"]
+    assert [name for name, _ in panels] == ["bicubic_x2", "srcnn_x2", "espcn_x2", "fsrcnn_x2", "decnn_x2", "fscwn_x2",
+                                            "proposed_multi_x2"]  # Ours: the multi-resolution network, as in Table 2
+    examples = {}
+    for name in names:
+        with np.load(inputs.examples[0].with_name(f"{name}.npz")) as data:
+            examples[name] = {"hr": data["hr"], "sr": data["sr"]}
+    assert figure3(examples, border=2).startswith("data:image/png;base64,")
+    assert figure3({}) is None

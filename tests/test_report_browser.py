@@ -1,18 +1,22 @@
 """The report in a real browser: Debian's headless Chromium renders it offline; Tables 1-3 and
-Figure 3 are there and decoded, and a screenshot is kept under reports/ (git-ignored)."""
+Figure 3 are there and decoded, a screenshot is taken (in pytest's temporary folder), and with all
+18 jobs no table is wider than a 1280-pixel window."""
 
 from __future__ import annotations
 
+import html as htmllib
+import json
 import re
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
 
 from mrsr.report import render
-from report_fixtures import build_results, report_config
+from report_fixtures import build_results, full_report_config, report_config
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
@@ -54,6 +58,40 @@ def report(tmp_path_factory, default_config) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory, default_config, root) -> Path:
+    """The report of all 18 jobs (every experiment and scale of config/paper.yaml, quick budgets)."""
+    folder = tmp_path_factory.mktemp("full-report")
+    config = full_report_config(default_config, yaml.safe_load((root / "config/paper.yaml").read_text()))
+    path = folder / "report.html"
+    path.write_text(render(config, build_results(folder, config)), encoding="utf-8")
+    return path
+
+
+# Added to a copy of the report (the report itself carries no test code): once the page has loaded,
+# it writes the layout as JSON into the DOM, which --dump-dom returns. The report's tables are
+# display: block and scroll sideways instead of overflowing, so a table's box never looks too wide:
+# its content is measured by its cells (``content``: the farthest cell edge from the table's left)
+# and by scrollWidth against the visible width.
+LAYOUT_PROBE = """<script>
+window.addEventListener("load", function () {
+  var out = {viewport: window.innerWidth, page: document.documentElement.scrollWidth, tables: []};
+  document.querySelectorAll("table").forEach(function (table, i) {
+    var box = table.getBoundingClientRect(), content = 0;
+    table.querySelectorAll("th, td").forEach(function (cell) {
+      content = Math.max(content, cell.getBoundingClientRect().right - box.left);
+    });
+    out.tables.push({id: table.id || "table " + i, left: box.left, content: Math.ceil(content),
+                     scroll: table.scrollWidth, visible: table.clientWidth});
+  });
+  var pre = document.createElement("pre");
+  pre.id = "layout-probe";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
 def chromium(report: Path, profile: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *args, report.as_uri()],
                           capture_output=True, text=True, timeout=120)
@@ -68,21 +106,19 @@ def test_report_references_no_remote_resource(report):
     assert all(r.startswith("data:image/png;base64,") for r in parser.resources)
 
 
-def test_chromium_renders_three_tables_and_figure3(report, tmp_path, root):
+def test_chromium_renders_three_tables_and_figure3(report, tmp_path):
     dom = chromium(report, tmp_path / "profile-dom", "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     html = dom.stdout
     for table in ("table1-data", "table2-data", "table3-data"):
-        match = re.search(rf'<table id="{table}">(.*?)</table>', html, re.S)
+        match = re.search(rf'<table id="{table}"[^>]*>(.*?)</table>', html, re.S)
         assert match, f"{table} not in the rendered DOM"
         assert match.group(1).count("<tr>") >= 3, f"{table} has no data rows"
     assert re.search(r'<img id="figure3-img"[^>]*data-decoded="yes"', html), "Figure 3 not decoded by the browser"
     assert 'data-decoded="no"' not in html, "an embedded figure failed to decode"
     assert "Ours" in html and "Test CPU" in html
 
-    shot = root / "reports" / "report-screenshot.png"
-    shot.parent.mkdir(exist_ok=True)
-    shot.unlink(missing_ok=True)
+    shot = tmp_path / "report-screenshot.png"
     result = chromium(report, tmp_path / "profile-shot", f"--screenshot={shot}", "--window-size=1280,4000")
     assert result.returncode == 0, result.stderr[-2000:]
     assert shot.exists() and shot.stat().st_size > 50_000
@@ -90,3 +126,22 @@ def test_chromium_renders_three_tables_and_figure3(report, tmp_path, root):
         assert image.size == (1280, 4000)
         colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
         assert colours is None or len(colours) > 50, "the screenshot is (nearly) one colour"
+
+
+def test_every_table_fits_a_1280_pixel_page(full_report, tmp_path):
+    probed = tmp_path / "probed.html"
+    probed.write_text(full_report.read_text(encoding="utf-8").replace("</body>", LAYOUT_PROBE + "</body>"), encoding="utf-8")
+    dom = chromium(probed, tmp_path / "profile", "--dump-dom", "--window-size=1280,4000")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    match = re.search(r'<pre id="layout-probe">(.*?)</pre>', dom.stdout, re.S)
+    assert match, "the layout probe did not run"
+    layout = json.loads(htmllib.unescape(match.group(1)))
+    assert layout["viewport"] == 1280, "the window is not 1280 pixels wide: the check would measure nothing"
+    ids = [t["id"] for t in layout["tables"]]
+    assert {"table1-data", "table2-data", "table3-data", "bf16-data"} <= set(ids)
+    table2 = re.search(r'<table id="table2-data"[^>]*>(.*?)</table>', dom.stdout, re.S).group(1)
+    assert table2.count('<tr class="group">') == 3 and table2.count("<tr>") == 1 + 7 + 6 + 6  # 18 jobs, 3 bicubic rows
+    wide = [t for t in layout["tables"]
+            if t["left"] + t["content"] > 1280 or t["content"] > t["visible"] or t["scroll"] > t["visible"]]
+    assert not wide, f"tables wider than the page or scrolling sideways: {wide}"
+    assert layout["page"] <= 1280, f"the page is {layout['page']} px wide"

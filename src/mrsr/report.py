@@ -1,10 +1,12 @@
 """``mrsr report``: one self-contained HTML file (Jinja2; images embedded; works offline).
 
-It shows Table 1 (upsampling strategies), Table 2 (PSNR/SSIM per method and scale) and Table 3 (CPU
-time per slice, from ``mrsr timing``, with the bf16 path) beside the paper's figures with the
-differences and the gains over bicubic, a Figure-3-style visual
-comparison with error maps, training curves, per-image metric distributions, the dataset and split,
-rejected files, the metric recipe, hardware, versions, git revision and configuration.
+It shows Table 1 (upsampling strategies, with bicubic and each strategy's initialisation and budget),
+Table 2 (PSNR/SSIM per method and scale) and Table 3 (CPU time per slice, from ``mrsr timing``, with
+the bf16 path) beside the paper's figures with the differences and the gains over bicubic; a row at
+or below bicubic carries a marker (:func:`below_bicubic`). Then a Figure-3-style visual comparison
+(Table 2's methods in its order, PSNR/SSIM per panel, error maps on one colour scale), training
+curves, per-image metric distributions, the dataset and split, rejected files, the metric recipe,
+hardware, versions, git revision and configuration.
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ import scipy.stats  # noqa: E402
 import yaml  # noqa: E402
 
 from mrsr import paper  # noqa: E402
-from mrsr.config import Job, load_config, training_jobs  # noqa: E402
+from mrsr.config import Job, border_pixels, job_train_settings, load_config, model_options, training_jobs  # noqa: E402
 from mrsr.errors import existing_file, output_file  # noqa: E402
 from mrsr.io import write_bytes, write_text  # noqa: E402
-from mrsr.metrics import RECIPE  # noqa: E402
+from mrsr.metrics import RECIPE, crop_border, psnr, ssim  # noqa: E402
 from mrsr.table3 import bf16_rows, size_labels, table3_rows  # noqa: E402
 from mrsr.weights import git_revision  # noqa: E402
 
@@ -96,12 +98,50 @@ def best_baseline(at: pd.DataFrame) -> str | None:
     return str(rivals["psnr"].idxmax()) if len(rivals) else None
 
 
-def table2_rows(summary: pd.DataFrame, per_image: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
+def budget(settings: dict[str, Any]) -> str:
+    """A job's training budget as ``epochs x steps x batch`` (``full pass``: steps_per_epoch null)."""
+    steps = settings.get("steps_per_epoch")
+    return f"{settings['epochs']} epochs x {f'{steps} steps' if steps else 'full pass'} x {settings['batch_size']}"
+
+
+def schedule(settings: dict[str, Any]) -> str:
+    """Budget, optimiser and learning rate: what Table 1 compares between strategies."""
+    return f"{budget(settings)}, {settings['optimizer']} lr {settings['lr']:g}"
+
+
+def below_bicubic(psnr_db: float, bicubic_db: float | None, profile: str,
+                  settings: dict[str, Any] | None) -> dict[str, str] | None:
+    """The row's marker when a method's mean PSNR is at or below bicubic's at its scale, else None.
+
+    The one rule for Tables 1 and 2. Outside the paper profile the marker gives the job's budget
+    (``settings``: its ``train`` section), the likely reason; in the paper profile it says only
+    that the method does not beat bicubic, and excuses nothing.
+
+    Returns:
+        ``tag`` (``below bicubic`` or ``at bicubic``), ``gap`` (``-0.42 dB``) and ``detail`` (the
+        budget, or "" in the paper profile).
+    """
+    if bicubic_db is None or psnr_db > bicubic_db:
+        return None
+    gap = psnr_db - bicubic_db
+    detail = ""
+    if profile != "paper" and settings is not None:
+        detail = f"{profile} profile, trained {budget(settings)} only"
+    return {"tag": f"{'below' if gap < 0 else 'at'} bicubic", "gap": f"{gap:+.2f} dB", "detail": detail}
+
+
+def _bicubic_psnr(summary: pd.DataFrame, scale: int) -> float | None:
+    rows = summary[(summary["method"] == "bicubic") & (summary["scale"] == scale)]
+    return float(rows["psnr"].iloc[0]) if len(rows) else None
+
+
+def table2_rows(summary: pd.DataFrame, per_image: dict[str, pd.DataFrame], config: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (method, scale): ours, the paper's, differences, gains over bicubic and the best baseline.
 
     Each method's gain over bicubic has a paired bootstrap interval (``ci``); each method other than
     the best baseline of its scale is compared with it slice by slice (``vs_best``: bootstrap interval
-    and Wilcoxon signed-rank p-value).
+    and Wilcoxon signed-rank p-value). ``note``: :func:`below_bicubic`'s marker with the job's budget
+    from ``config``.
     """
     rows = []
     ours = summary[(summary["method"] != "proposed") | (summary["strategy"] == "multi")]
@@ -116,13 +156,15 @@ def table2_rows(summary: pd.DataFrame, per_image: dict[str, pd.DataFrame]) -> li
             r = at.loc[method]
             pub = paper.TABLE2.get(method, {}).get(int(scale))
             pub_bic = paper.TABLE2["bicubic"].get(int(scale))
+            job = Job(method, "multi" if method == "proposed" else None, int(scale))
             row = {"method": paper.DISPLAY_NAMES.get(method, method), "scale": int(scale), "psnr": r["psnr"],
                    "ssim": r["ssim"], "psnr_std": r["psnr_std"], "psnr_fg": r["psnr_fg"], "n": int(r["n_images"]),
                    "paper_psnr": pub[0] if pub else None, "paper_ssim": pub[1] if pub else None}
             row["diff_psnr"] = r["psnr"] - pub[0] if pub else None
-            own = per_image.get(Job(method, "multi" if method == "proposed" else None, int(scale)).name)
+            own = per_image.get(job.name)
             row["best_baseline"] = paper.DISPLAY_NAMES.get(best, best) if best else None
             row["is_best_baseline"] = method == best
+            row["note"] = None
             if method != best and own is not None and best_images is not None:
                 row["vs_best"] = paired_comparison(own, best_images)
             if bic is not None and method != "bicubic":
@@ -131,44 +173,143 @@ def table2_rows(summary: pd.DataFrame, per_image: dict[str, pd.DataFrame]) -> li
                 bic_images = per_image.get(Job("bicubic", None, int(scale)).name)
                 if own is not None and bic_images is not None:
                     row["ci"] = paired_comparison(own, bic_images)["ci"]
+                row["note"] = below_bicubic(r["psnr"], bic["psnr"], config["profile"], job_train_settings(config, job))
             rows.append(row)
     return rows
 
 
-def table1_rows(summary: pd.DataFrame) -> list[dict[str, Any]]:
+def table2_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Table 2's rows by scale, each group with what its rows share: slices (``n``) and best baseline.
+
+    A row whose slice count differs from the group's most common one keeps its own (``own_n``).
+    """
+    groups = []
+    for scale in dict.fromkeys(r["scale"] for r in rows):
+        part = [dict(r) for r in rows if r["scale"] == scale]
+        counts = [r["n"] for r in part]
+        n = max(set(counts), key=counts.count)
+        for r in part:
+            r["own_n"] = r["n"] if r["n"] != n else None
+        groups.append({"scale": scale, "n": n, "best_baseline": part[0]["best_baseline"], "rows": part})
+    return groups
+
+
+def strategy_init(config: dict[str, Any], strategy: str) -> str:
+    """How one strategy of Table 1 starts training (``model.proposed`` of ``config``).
+
+    The single strategy has no LR-image deconvolution, so ``image_deconv_init`` does not reach it:
+    with ``feature_deconv_init: zero`` it starts from a blank output while the other two start as
+    bicubic interpolation.
+    """
+    opts = model_options(config, "proposed")
+    image, feature = opts.get("image_deconv_init", "he"), opts.get("feature_deconv_init", "he")
+    parts = []
+    if strategy != "single" and image != "he":
+        parts.append(f"LR-image deconv. {image}")
+    if feature != "he":
+        parts.append(f"feature deconv. {feature}")
+    if not parts:
+        return "He (as the paper)"
+    start = ""
+    if feature == "zero" and strategy == "single":
+        start = ": starts as a blank image"  # zero feature deconvolution, zero bias, no image path
+    elif feature == "zero" and image == "bicubic":
+        start = ": starts as bicubic"
+    return f"He; {', '.join(parts)}{start}"
+
+
+def table1_rows(summary: pd.DataFrame, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Bicubic at x2, then one row per strategy: ours, the paper's Table 1, initialisation and budget.
+
+    The paper's Table 1 has no bicubic row; bicubic's paper figures come from its Table 2
+    (``paper_table``). ``note``: :func:`below_bicubic`'s marker.
+    """
     part = summary[(summary["method"] == "proposed") & (summary["scale"] == 2)].set_index("strategy")
+    bic = _bicubic_psnr(summary, 2)
     rows = []
+    if bic is not None:
+        r = summary[(summary["method"] == "bicubic") & (summary["scale"] == 2)].iloc[0]
+        pub = paper.TABLE2["bicubic"][2]
+        rows.append({"strategy": paper.DISPLAY_NAMES["bicubic"], "psnr": r["psnr"], "ssim": r["ssim"],
+                     "paper_psnr": pub[0], "paper_ssim": pub[1], "paper_table": 2, "diff_psnr": r["psnr"] - pub[0],
+                     "init": None, "schedule": None, "note": None})
     for strategy, name in paper.STRATEGY_NAMES.items():
         if strategy in part.index:
             r = part.loc[strategy]
             pub = paper.TABLE1[strategy]
+            settings = job_train_settings(config, Job("proposed", strategy, 2))
             rows.append({"strategy": name, "psnr": r["psnr"], "ssim": r["ssim"], "paper_psnr": pub[0],
-                         "paper_ssim": pub[1], "diff_psnr": r["psnr"] - pub[0]})
+                         "paper_ssim": pub[1], "paper_table": 1, "diff_psnr": r["psnr"] - pub[0],
+                         "init": strategy_init(config, strategy), "schedule": schedule(settings),
+                         "note": below_bicubic(r["psnr"], bic, config["profile"], settings)})
     return rows
 
 
-def figure3(examples: dict[str, dict[str, np.ndarray]]) -> str | None:
-    """The same slice and zoomed region for the ground truth and every method, with error maps."""
-    if not examples:
+def table1_differences(rows: list[dict[str, Any]]) -> dict[str, bool]:
+    """Whether Table 1's strategies differ in initialisation (``init``) or budget (``schedule``)."""
+    strategies = [r for r in rows if r["init"] is not None]
+    return {key: len({r[key] for r in strategies}) > 1 for key in ("init", "schedule")}
+
+
+def figure3_panels(names: list[str]) -> list[tuple[str, str]]:
+    """Figure 3's method panels: (job name, display name) in Table 2's order and with its names.
+
+    ``names``: example job names of one scale. As in Table 2, "Ours" is the multi-resolution
+    network (the other strategies are left out) and methods Table 2 does not list are left out.
+    """
+    by_method = {}
+    for name in names:
+        job = Job.from_name(name)
+        if job.model != "proposed" or job.strategy == "multi":
+            by_method[job.model] = name
+    return [(by_method[m], paper.DISPLAY_NAMES.get(m, m)) for m in paper.METHOD_ORDER if m in by_method]
+
+
+def _error_scale(errors: list[np.ndarray]) -> float:
+    """One colour scale for every error map: the 99.5th percentile of all errors, two significant digits up."""
+    top = max(float(np.percentile(e, 99.5)) for e in errors) if errors else 0.0
+    top = max(top, 1e-3)
+    step = 10.0 ** (np.floor(np.log10(top)) - 1)
+    return float(np.ceil(top / step) * step)
+
+
+def figure3(examples: dict[str, dict[str, np.ndarray]], border: int = 0) -> str | None:
+    """The same slice and zoomed region: HR first, then every method of Table 2 in its order, with error maps.
+
+    Each method's panel is titled with its PSNR and SSIM on this slice (the metric recipe, ``border``
+    pixels cropped, as in the per-image CSVs); the error maps share one colour scale and a colour bar.
+    """
+    panels = figure3_panels(list(examples))
+    if not panels:
         return None
-    names = list(examples)
-    hr = examples[names[0]]["hr"]
+    hr = np.asarray(examples[panels[0][0]]["hr"], np.float64)
     h, w = hr.shape
     zoom = (slice(h // 4, h // 4 + h // 3), slice(w // 3, w // 3 + w // 3))
-    panels = [("Ground truth", hr)] + [(n, examples[n]["sr"]) for n in names]
-    fig, axes = plt.subplots(3, len(panels), figsize=(2.4 * len(panels), 7.4))
-    axes = np.atleast_2d(axes)
-    for col, (title, img) in enumerate(panels):
-        axes[0, col].imshow(np.clip(img, 0, 1), cmap="gray", vmin=0, vmax=1)
+    images = [np.clip(np.asarray(examples[name]["sr"], np.float64), 0, 1) for name, _ in panels]
+    errors = [np.abs(img - hr)[zoom] for img in images]
+    vmax = _error_scale(errors)
+    # About 1.5 inches a panel: eight panels fill a 1280-pixel page at dpi 110 without shrinking the titles.
+    fig, axes = plt.subplots(3, len(panels) + 1, figsize=(1.5 * (len(panels) + 1), 5.6), layout="constrained")
+    axes = np.asarray(axes).reshape(3, -1)
+    slice_id = examples[panels[0][0]].get("slice_id")
+    columns = [("HR (reference)" + (f"\n{slice_id}" if slice_id is not None else ""), hr, None)]
+    for (name, title), img in zip(panels, images):
+        ref, est = crop_border(hr, border), crop_border(img, border)
+        columns.append((f"{title}\n{psnr(ref, est):.2f} dB / {ssim(ref, est):.4f}", img, np.abs(img - hr)[zoom]))
+    for col, (title, img, err) in enumerate(columns):
+        axes[0, col].imshow(img, cmap="gray", vmin=0, vmax=1)
         axes[0, col].add_patch(plt.Rectangle((zoom[1].start, zoom[0].start), w // 3, h // 3, fill=False, ec="yellow", lw=1))
         axes[0, col].set_title(title, fontsize=8)
-        axes[1, col].imshow(np.clip(img[zoom], 0, 1), cmap="gray", vmin=0, vmax=1)
-        err = np.abs(np.clip(img, 0, 1) - hr)[zoom]
-        axes[2, col].imshow(err, cmap="inferno", vmin=0, vmax=0.1)
+        axes[1, col].imshow(img[zoom], cmap="gray", vmin=0, vmax=1)
+        if err is not None:
+            shown = axes[2, col].imshow(err, cmap="inferno", vmin=0, vmax=vmax)
         for r in range(3):
             axes[r, col].axis("off")
-    axes[2, 0].set_title("|error| (0-0.1)", fontsize=7)
-    fig.tight_layout()
+    axes[2, 0].text(0.5, 0.5, "|SR - HR|\nof the zoom\n(shared scale)", ha="center", va="center", fontsize=8,
+                    transform=axes[2, 0].transAxes)
+    bar = fig.colorbar(shown, ax=axes[2, 1:].tolist(), location="bottom", shrink=0.6, aspect=40, extend="max")
+    bar.set_label("|SR - HR| (intensities 0-1); titles: PSNR / SSIM of the whole slice", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
     return png_data_uri(fig)
 
 
@@ -266,17 +407,15 @@ def render(config: dict[str, Any], inputs: ReportInputs, curves: dict[str, bytes
     summary = pd.read_csv(inputs.summary, keep_default_na=False, dtype={"strategy": str})
     per_image = {_stem(p): pd.read_csv(p) for p in inputs.per_image}
     histories = {_stem(p): pd.read_csv(p) for p in inputs.histories}
-    figure_examples = {}
     figure_scale = min(config["scales"])  # one scale: every panel shows the same slice and region
-    for path in inputs.examples:
-        name = _stem(path)
-        if not name.endswith(f"_x{figure_scale}"):
-            continue
-        job = Job.from_name(name)
-        if job.model != "proposed" or job.strategy == "multi":
-            with np.load(path) as data:
-                if "sr" in data.files:
-                    figure_examples[name] = {k: data[k] for k in ("hr", "sr")}
+    examples = {_stem(p): p for p in inputs.examples if _stem(p).endswith(f"_x{figure_scale}")}
+    figure_examples = {}
+    for name, _ in figure3_panels(list(examples)):  # what Table 2 shows: Ours is the multi-resolution network
+        with np.load(examples[name]) as data:
+            if "sr" in data.files:
+                figure_examples[name] = {k: data[k] for k in ("hr", "sr")}
+                if "slice_id" in data.files:
+                    figure_examples[name]["slice_id"] = str(data["slice_id"])
     split = json.loads(Path(inputs.split).read_text())
     ingest = json.loads(Path(inputs.ingest).read_text())
     rejected = pd.read_csv(inputs.rejected)
@@ -285,12 +424,14 @@ def render(config: dict[str, Any], inputs: ReportInputs, curves: dict[str, bytes
               else pd.DataFrame(columns=["name", "method", "strategy", "scale", "size", "hr_shape", "dtype", "timed_as"]))
     machine = json.loads(Path(inputs.machine).read_text()) if inputs.machine else None
     curves = training_curves(histories) if curves is None else curves
+    table1 = table1_rows(summary, config)
     env = jinja2.Environment(loader=jinja2.PackageLoader("mrsr", "templates"), autoescape=jinja2.select_autoescape(),
                              undefined=jinja2.StrictUndefined)
     return env.get_template("report.html.j2").render(
         profile=config["profile"], data_source=config["data"]["source"], config_yaml=yaml.safe_dump(config, sort_keys=False),
-        table1=table1_rows(summary), table2=table2_rows(summary, per_image), summary_ours=paper.SUMMARY_OURS,
-        figure3=figure3(figure_examples), curves={k: png_bytes_uri(v) for k, v in curves.items() if v},
+        table1=table1, table1_differs=table1_differences(table1), table2=table2_groups(table2_rows(summary, per_image, config)),
+        summary_ours=paper.SUMMARY_OURS, figure3=figure3(figure_examples, border_pixels(config, figure_scale)),
+        curves={k: png_bytes_uri(v) for k, v in curves.items() if v},
         distributions=distributions(per_image),
         split=split, ingest=ingest, rejected=rejected.to_dict("records"), recipe=RECIPE.strip(),
         versions=versions(), hardware=hardware(), revision=git_revision(), jobs=[j.name for j in jobs],
