@@ -408,6 +408,7 @@ def part_upscale(check: Check, budget: float) -> dict[str, Any]:
 def snakemake_profile(check: Check) -> dict[str, Any]:
     """config/paper.yaml, whole, with the budgets capped to seconds (one epoch of 2 steps per job)."""
     config = paper_config(check, epochs=1, steps_per_epoch=2, val_slices=1)
+    config["profile"] = "gpu-check"  # its own output folders (models/gpu-check/, benchmarks/gpu-check/, ...)
     config["train"]["device"] = "auto"
     config["evaluate"]["max_test_slices"] = 2
     config["timing"].update(runs=1, warmup=0, slices=1, sizes=["native"], dtypes=["fp32"], bf16_jobs=[],
@@ -422,7 +423,7 @@ def part_snakemake(check: Check, budget: float) -> dict[str, Any]:
     copy.mkdir()
     for name in ("Snakefile", "config.yaml"):
         shutil.copy2(ROOT / name, copy / name)
-    for name in ("config", "workflow", "data/btp-sample"):
+    for name in ("config", "workflow", "profiles", "data/btp-sample"):
         shutil.copytree(ROOT / name, copy / name, symlinks=True)
     profile = write_config(check, "repo/gpu-check.yaml", snakemake_profile(check))
     cores = os.cpu_count() or 2
@@ -436,7 +437,7 @@ def part_snakemake(check: Check, budget: float) -> dict[str, Any]:
     run = check.run(cmd, budget, cwd=copy)
     result: dict[str, Any] = {"status": status_of(run), **run.record(tail=2500), "profile": profile.name}
     train_seconds = {}
-    for tsv in sorted((copy / "benchmarks" / "train").glob("*.tsv")):
+    for tsv in sorted((copy / "benchmarks" / "gpu-check" / "train").glob("*.tsv")):
         with open(tsv, newline="") as fh:
             rows = list(csv.DictReader(fh, delimiter="\t"))
         if rows:
