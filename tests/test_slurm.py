@@ -325,7 +325,9 @@ def _per_image_frames(work: Path) -> dict[str, pd.DataFrame]:
     files = sorted((work / "results/test/metrics/per_image").glob("*.csv")) + sorted((work / "models/test").glob("*.history.csv"))
     for path in files + [work / "results/test/metrics/summary.csv"]:
         df = pd.read_csv(path, keep_default_na=False)
-        frames[str(path.relative_to(work))] = df.drop(columns=[c for c in df.columns if "second" in c])
+        # wall-clock columns: seconds, and the history's per-phase timing (steps_s, val_s, ..., samples_per_s)
+        clock = [c for c in df.columns if "second" in c or c.endswith("_s")]
+        frames[str(path.relative_to(work))] = df.drop(columns=clock)
     return frames
 
 
