@@ -326,7 +326,8 @@ def _per_image_frames(work: Path) -> dict[str, pd.DataFrame]:
     files = sorted((work / "results/test/metrics/per_image").rglob("*.csv")) + sorted((work / "models/test").rglob("*.history.csv"))
     for path in files + [work / "results/test/metrics/summary.csv"]:
         df = pd.read_csv(path, keep_default_na=False)
-        frames[str(path.relative_to(work))] = df.drop(columns=[c for c in df.columns if "second" in c])
+        # wall-clock columns: seconds, and the histories' steps_s, val_s, checkpoint_s, samples_per_s
+        frames[str(path.relative_to(work))] = df.drop(columns=[c for c in df.columns if "second" in c or c.endswith("_s")])
     return frames
 
 
