@@ -23,13 +23,15 @@ def default_config() -> dict:
 
 @pytest.fixture()
 def tiny_config(default_config) -> dict:
-    """The default config shrunk to seconds: a small proposed net, one epoch of a few steps."""
+    """The default config shrunk to seconds: a small proposed net, two epochs of a few steps, two
+    training seeds, and the default's leakage check (proposed_multi_x2 on a split by patient)."""
     cfg = copy.deepcopy(default_config)
     cfg["profile"] = "test"
     cfg["model"]["proposed"].update(features=8, units=2)
     cfg["experiments"] = [{"model": "proposed", "strategy": "multi", "scales": [2]}]
     cfg["scales"] = [2]
-    cfg["train"].update(epochs=2, steps_per_epoch=3, batch_size=8, val_slices=1, threads=1)
+    cfg["train"].update(epochs=2, steps_per_epoch=3, batch_size=8, val_slices=1, threads=1, seeds=[0, 1])
+    assert cfg["leakage"] == {"job": "proposed_multi_x2"}
     cfg["evaluate"]["max_test_slices"] = 3
     # Table 3 in miniature: one slice, few passes; bf16 kept (its path and PSNR columns are tested)
     # but at one pass, since without bfloat16 instructions a pass is slow.

@@ -1,5 +1,6 @@
-"""A small results tree (metrics, examples, histories, split, ingest, timing) that ``mrsr.report``
-renders in about a second, for the report tests."""
+"""A small results tree (metrics, examples, histories, split, ingest, timing, the leakage check) that
+``mrsr.report`` renders in about a second, for the report tests. Laid out as the workflow writes it:
+per-image metrics of every training seed (``per_image/seed<k>/``), summary.csv by ``mrsr summarize``."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mrsr.config import Job, training_jobs
+from mrsr.config import Job, job_seeds, leakage_job, seed_dir, training_jobs
 from mrsr.data.patches import degrade
 from mrsr.data.resize import upscale
+from mrsr.evaluate import summarize
 from mrsr.report import ReportInputs
 
 
@@ -25,6 +27,10 @@ def phantom(size: int = 64) -> np.ndarray:
 # and the single strategy fall below bicubic, as under-trained networks of the quick profile do.
 GAINS = {"bicubic": 0.0, "srcnn": 1.0, "espcn": -1.0, "fsrcnn": 0.5, "decnn": 0.8, "fscwn": 0.3,
          "proposed_multi": 1.5, "proposed_double": 1.2, "proposed_single": -2.0}
+# Seed k > 0 of a network: its seed-0 PSNRs plus SEED_OFFSETS[k] dB (a known spread across seeds).
+SEED_OFFSETS = {0: 0.0, 1: 0.3, 2: -0.15}
+# The leakage check: on the split by patient the network gains this much less over bicubic.
+LEAKAGE_LOSS = 0.6
 
 
 def report_config(default_config: dict) -> dict:
@@ -75,36 +81,76 @@ def timing_frame(names: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _per_image(job: Job, psnr: np.ndarray, ssim: np.ndarray, seed: int | None) -> pd.DataFrame:
+    return pd.DataFrame({"method": job.model, "strategy": job.strategy or "", "scale": job.scale,
+                         "seed": "" if seed is None else seed, "slice_id": [f"s{i}" for i in range(len(psnr))],
+                         "psnr": psnr, "ssim": ssim, "psnr_fg": psnr - 2, "seconds": 0.1})
+
+
 def build_results(root: Path, config: dict) -> ReportInputs:
-    """Write every input of ``mrsr.report.render`` under ``root``; return them as the report rule passes them."""
+    """Write every input of ``mrsr.report.render`` under ``root``; return them as the report rule passes them.
+
+    Every seed of a job (``job_seeds``) gets the seed-0 PSNRs plus ``SEED_OFFSETS[seed]``; with
+    ``leakage`` set, the check's split by patient gets bicubic 0.5 dB higher and the job's gain
+    ``LEAKAGE_LOSS`` dB lower than on the split by series.
+    """
     rng = np.random.default_rng(0)
     jobs = training_jobs(config)
     names = [f"bicubic_x{s}" for s in config["scales"]] + [j.name for j in jobs]
-    (root / "results/metrics/per_image").mkdir(parents=True)
-    (root / "results/examples").mkdir(parents=True)
-    (root / "results/timing").mkdir(parents=True)
-    (root / "models").mkdir()
-    (root / "data/prepared/store").mkdir(parents=True)
-    summary = []
+    per_image_dir = root / "results/metrics/per_image"
+    for folder in ("results/metrics/per_image", "results/examples", "results/timing", "models",
+                   "data/prepared/store"):
+        (root / folder).mkdir(parents=True)
+    per_image, examples, histories = [], [], []
     for name in names:
         job = Job.from_name(name)
         gain = GAINS[f"{job.model}_{job.strategy}" if job.strategy else job.model]
         psnr = 33 + gain - job.scale + rng.random(6)
-        pd.DataFrame({"method": job.model, "strategy": job.strategy or "", "scale": job.scale,
-                      "slice_id": [f"s{i}" for i in range(6)], "psnr": psnr, "ssim": 0.9 + 0.01 * rng.random(6),
-                      "psnr_fg": psnr - 2, "seconds": 0.1}).to_csv(root / f"results/metrics/per_image/{name}.csv", index=False)
-        summary.append({"method": job.model, "strategy": job.strategy or "", "scale": job.scale, "psnr": psnr.mean(),
-                        "ssim": 0.9, "n_images": 6, "psnr_std": psnr.std(), "ssim_std": 0.01, "psnr_fg": psnr.mean() - 2})
+        ssim = 0.9 + 0.01 * rng.random(6)
+        seeds = [None] if job.model == "bicubic" else job_seeds(config, job)
+        for seed in seeds:
+            path = per_image_dir / (f"{name}.csv" if seed is None else f"{seed_dir(seed)}/{name}.csv")
+            path.parent.mkdir(exist_ok=True)
+            _per_image(job, psnr + SEED_OFFSETS.get(seed or 0, 0.1 * (seed or 0)), ssim, seed).to_csv(path, index=False)
+            per_image.append(path)
+        first = "" if seeds[0] is None else f"{seed_dir(seeds[0])}/"
         hr, lr = degrade(phantom()[None], job.scale)
         sr = upscale(lr, job.scale)[0] + 0.01 * (GAINS["proposed_multi"] - gain)  # a worse PSNR, a larger offset
-        np.savez(root / f"results/examples/{name}.npz", slice_id=np.array("s0"), hr=hr[0], lr=lr[0], sr=sr.astype(np.float32))
-    pd.DataFrame(summary).to_csv(root / "results/metrics/summary.csv", index=False)
-    for job in jobs:
-        pd.DataFrame({"epoch": [1, 2, 3], "loss": [0.01, 0.005, 0.003], "val_psnr": [30.0, 31.0, 31.5]}).to_csv(
-            root / f"models/{job.name}.history.csv", index=False)
+        examples.append(root / f"results/examples/{first}{name}.npz")
+        examples[-1].parent.mkdir(exist_ok=True)
+        np.savez(examples[-1], slice_id=np.array("s0"), hr=hr[0], lr=lr[0], sr=sr.astype(np.float32))
+        if job.model != "bicubic":
+            histories.append(root / f"models/{first}{name}.history.csv")
+            histories[-1].parent.mkdir(exist_ok=True)
+            pd.DataFrame({"epoch": [1, 2, 3], "loss": [0.01, 0.005, 0.003], "val_psnr": [30.0, 31.0, 31.5]}).to_csv(
+                histories[-1], index=False)
+    summarize(per_image).to_csv(root / "results/metrics/summary.csv", index=False)
     part = {"series": 2, "patients": 1, "slices": 6}
     (root / "data/prepared/split.json").write_text(json.dumps(
-        {"by": "series", "seed": 1, "train": part, "test": part, "unused": {"series": 0, "patients": 0, "slices": 0}}))
+        {"by": "series", "seed": 1, "train": part, "test": part, "unused": {"series": 0, "patients": 0, "slices": 0},
+         "test_patients_in_train": 1}))
+    leakage_files, leakage_split = [], None
+    job = leakage_job(config)
+    if job is not None:
+        folder = per_image_dir / "by-patient"
+        base = 33.5 - job.scale + rng.random(6)
+        bic = Job("bicubic", None, job.scale)
+        folder.mkdir()
+        leakage_files.append(folder / f"{bic.name}.csv")
+        _per_image(bic, base, 0.9 + 0.01 * rng.random(6), None).to_csv(leakage_files[-1], index=False)
+        gain = GAINS[f"{job.model}_{job.strategy}" if job.strategy else job.model] - LEAKAGE_LOSS
+        for seed in job_seeds(config, job):
+            path = folder / seed_dir(seed) / f"{job.name}.csv"
+            path.parent.mkdir()
+            _per_image(job, base + gain + SEED_OFFSETS.get(seed, 0.1 * seed), 0.9 + 0.01 * rng.random(6), seed).to_csv(
+                path, index=False)
+            leakage_files.append(path)
+        leakage_split = root / "data/prepared/by-patient/split.json"
+        leakage_split.parent.mkdir()
+        leakage_split.write_text(json.dumps(
+            {"by": "patient", "seed": 1, "train": {"series": 2, "patients": 1, "slices": 6},
+             "test": {"series": 2, "patients": 1, "slices": 6}, "unused": {"series": 0, "patients": 0, "slices": 0},
+             "test_patients_in_train": 0}))
     (root / "data/prepared/store/ingest.json").write_text(json.dumps(
         {"source": "sample", "series": 4, "slices": 12, "zero_slices_dropped": 0, "files_rejected": 1}))
     pd.DataFrame({"path": ["notes.bin"], "reason": ["not a DICOM file"]}).to_csv(
@@ -116,10 +162,7 @@ def build_results(root: Path, config: dict) -> ReportInputs:
         "roofline_after": {"roofline_gflops": 149.0, "roofline_n": 2048}, "date": "2026-11-24",
         "timing": {"runs": 10, "warmup": 1}, "test_slices": ["s0", "s3"]}))
     return ReportInputs(
-        summary=root / "results/metrics/summary.csv",
-        per_image=[root / f"results/metrics/per_image/{n}.csv" for n in names],
-        examples=[root / f"results/examples/{n}.npz" for n in names],
-        histories=[root / f"models/{j.name}.history.csv" for j in jobs],
+        summary=root / "results/metrics/summary.csv", per_image=per_image, examples=examples, histories=histories,
         split=root / "data/prepared/split.json", ingest=root / "data/prepared/store/ingest.json",
         rejected=root / "data/prepared/store/rejected.csv", timing=root / "results/timing/table3.csv",
-        machine=root / "results/timing/machine.json")
+        machine=root / "results/timing/machine.json", leakage_per_image=leakage_files, leakage_split=leakage_split)

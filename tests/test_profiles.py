@@ -210,14 +210,16 @@ def test_dvc_repro_reruns_only_the_changed_experiment(finished_run):
     assert repro.returncode == 0, repro.stdout[-3000:] + repro.stderr[-3000:]
     after = snapshot(work)
     for name in ("proposed_multi_x2.safetensors", "proposed_multi_x2.json", "proposed_multi_x2.history.csv"):
-        assert after[f"models/test/{name}"] == before[f"models/test/{name}"], name  # untouched, not even rewritten
-    assert after["models/test/srcnn_x2.safetensors"][1] != before["models/test/srcnn_x2.safetensors"][1]
+        assert after[f"models/test/seed0/{name}"] == before[f"models/test/seed0/{name}"], name  # untouched, not even rewritten
+    assert after["models/test/seed0/srcnn_x2.safetensors"][1] != before["models/test/seed0/srcnn_x2.safetensors"][1]
+    leak = "models/test/by-patient/seed0/proposed_multi_x2.safetensors"  # the leakage check's run: untouched too
+    assert after[leak] == before[leak]
     assert after["results/test/metrics/per_image/bicubic_x2.csv"] == before["results/test/metrics/per_image/bicubic_x2.csv"]
     assert planned_jobs(work) == {}
     assert "up to date" in run([*DVC, "status"], work).stdout
 
     # Restored files get new modification times, in no order (dvc checkout / pull): nothing reruns.
-    for path in ("data/prepared/test/patches/x2.npz", "models/test/srcnn_x2.safetensors"):
+    for path in ("data/prepared/test/patches/x2.npz", "models/test/seed0/srcnn_x2.safetensors"):
         (work / path).unlink()
     checkout = run([*DVC, "checkout"], work)
     assert checkout.returncode == 0, checkout.stderr
@@ -229,7 +231,7 @@ def test_dvc_repro_reruns_only_the_changed_experiment(finished_run):
     restore = run([sys.executable, "-m", "mrsr.cli", "dvc-restore"], work)
     assert restore.returncode == 0, restore.stdout + restore.stderr
     assert planned_jobs(work) == {}
-    assert after["models/test/srcnn_x2.safetensors"][1] == snapshot(work)["models/test/srcnn_x2.safetensors"][1]
+    assert after["models/test/seed0/srcnn_x2.safetensors"][1] == snapshot(work)["models/test/seed0/srcnn_x2.safetensors"][1]
 
     # A partial target exits 0; the stages it left stale stay unrecorded, so DVC still says so.
     cfg["experiments"][1]["train"]["steps_per_epoch"] = 5

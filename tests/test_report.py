@@ -1,19 +1,24 @@
 """Report tables: ours beside the paper's, gains over bicubic and their paired intervals, every scale;
-the below-bicubic marker, Table 1's bicubic row and initialisations, Figure 3's panels."""
+the below-bicubic marker, Table 1's bicubic row and initialisations, Figure 3's panels; the mean and
+spread across training seeds; the section "Series vs patient split"."""
 
 from __future__ import annotations
 
 import copy
+import json
+import math
 import re
+import statistics
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from mrsr.report import (below_bicubic, best_baseline, bootstrap_diff, figure3, figure3_panels, paired_comparison,
-                         render, strategy_init, table1_differences, table1_rows, table2_rows)
-from report_fixtures import build_results, full_report_config
+from mrsr.report import (below_bicubic, best_baseline, bootstrap_diff, figure3, figure3_panels, leakage_comparison,
+                         paired_comparison, read_summary, render, seed_mean_images, strategy_init, table1_differences,
+                         table1_rows, table2_rows)
+from report_fixtures import GAINS, LEAKAGE_LOSS, SEED_OFFSETS, build_results, full_report_config, report_config
 
 
 def test_table2_rows_for_several_scales(default_config):
@@ -165,9 +170,86 @@ def test_figure3_panels_follow_table2(full):
     assert [title for _, title in panels] == table2 == ["Bicubic", "SRCNN", "ESPCN", "FSRCNN", "de-CNN", "FSCWN", "Ours"]
     assert [name for name, _ in panels] == ["bicubic_x2", "srcnn_x2", "espcn_x2", "fsrcnn_x2", "decnn_x2", "fscwn_x2",
                                             "proposed_multi_x2"]  # Ours: the multi-resolution network, as in Table 2
-    examples = {}
+    examples, paths = {}, {p.name.split(".")[0]: p for p in inputs.examples}
     for name in names:
-        with np.load(inputs.examples[0].with_name(f"{name}.npz")) as data:
+        with np.load(paths[name]) as data:
             examples[name] = {"hr": data["hr"], "sr": data["sr"]}
     assert figure3(examples, border=2).startswith("data:image/png;base64,")
     assert figure3({}) is None
+
+
+def _leakage(config, inputs):
+    summary = read_summary(inputs.summary)
+    return leakage_comparison(config, summary, seed_mean_images(inputs.per_image), inputs.leakage_per_image,
+                              json.loads(inputs.split.read_text()), json.loads(inputs.leakage_split.read_text()))
+
+
+def _section(html: str, anchor: str) -> str:
+    """One section of the report, its whitespace collapsed (the template wraps its sentences)."""
+    return re.sub(r"\s+", " ", re.search(rf'<h2 id="{anchor}">.*?(?=<h2 )', html, re.S).group(0))
+
+
+SEED_SD = statistics.stdev(SEED_OFFSETS.values())  # the fixture's spread across seeds 0, 1, 2
+
+
+def test_tables_1_and_2_show_mean_and_spread_across_seeds(tmp_path, default_config):
+    config = report_config(default_config)
+    config["train"]["seeds"] = [0, 1, 2]
+    inputs = build_results(tmp_path, config)
+    summary = read_summary(inputs.summary)
+    rows = table2_rows(summary, seed_mean_images(inputs.per_image), config)
+    ours = next(r for r in rows if r["method"] == "Ours" and r["scale"] == 2)
+    seed0 = pd.read_csv(next(p for p in inputs.per_image if p.parent.name == "seed0" and p.stem == "proposed_multi_x2"))
+    assert ours["psnr"] == pytest.approx(seed0["psnr"].mean() + sum(SEED_OFFSETS.values()) / 3)
+    assert ours["psnr_seed_sd"] == pytest.approx(SEED_SD) and ours["n_seeds"] == 3
+    bicubic = next(r for r in rows if r["method"] == "Bicubic" and r["scale"] == 2)
+    assert bicubic["n_seeds"] is None and bicubic["psnr_seed_sd"] is None
+    assert ours["ci"][0] == pytest.approx(ours["gain"])  # paired on the slices' means over seeds: centred on the gain
+    html = render(config, inputs, curves={})
+    table2 = re.search(r'<table id="table2-data".*?</table>', html, re.S).group(0)
+    line = next(l for l in re.findall(r'<tr><td class="l">Ours<.*?</tr>', table2, re.S))
+    assert f"{ours['psnr']:.2f} &plusmn; {SEED_SD:.2f}" in line and "<td>3</td>" in line
+    assert "the mean over its training seeds" in html and "One training seed" not in html
+    table1 = [r for r in table1_rows(summary, config) if r["strategy"] == "Multi-resolution upsampling"][0]
+    assert table1["psnr_seed_sd"] == pytest.approx(SEED_SD) and table1["n_seeds"] == 3
+    # One seed: no spread, and the captions say so.
+    config["train"]["seeds"] = [0]
+    html = render(config, build_results(tmp_path / "one", config), curves={})
+    table2 = re.search(r'<table id="table2-data".*?</table>', html, re.S).group(0)
+    assert "&plusmn;" not in table2 and _section(html, "table1").count("One training seed per network") == 1
+    assert _section(html, "table2").count("One training seed per network") == 1
+
+
+def test_the_leakage_section_compares_the_gains_on_both_splits(tmp_path, default_config):
+    config = report_config(default_config)  # leakage: proposed_multi_x2, one seed
+    inputs = build_results(tmp_path / "one", config)
+    out = _leakage(config, inputs)
+    series, patient = out["rows"]
+    summary = read_summary(inputs.summary).set_index(["method", "strategy", "scale"])
+    assert series["gain"] == pytest.approx(summary.loc[("proposed", "multi", 2), "psnr"]
+                                           - summary.loc[("bicubic", "", 2), "psnr"])
+    by_patient = {p.stem: pd.read_csv(p) for p in inputs.leakage_per_image}
+    assert patient["bicubic_psnr"] == pytest.approx(by_patient["bicubic_x2"]["psnr"].mean())
+    assert patient["gain"] == pytest.approx(GAINS["proposed_multi"] - LEAKAGE_LOSS)  # the fixture's construction
+    assert out["difference"] == pytest.approx(series["gain"] - patient["gain"])
+    assert out["se"] is None and out["beyond_seeds"] is None  # one seed: no spread to compare with
+    assert (series["test_patients_in_train"], patient["test_patients_in_train"]) == (1, 0)
+    html = render(config, inputs, curves={})
+    section = _section(html, "leakage")
+    table = re.search(r'<table id="leakage-data".*?</table>', section, re.S).group(0)
+    assert [m.group(1) for m in re.finditer(r'<tr><td class="l">(\w+)', table)] == ["series", "patient"]
+    assert f"{series['gain']:+.2f} dB over bicubic; split by patient, {patient['gain']:+.2f} dB" in section
+    assert f"credits it with {out['difference']:.2f} dB more" in section and "with one training seed" in section
+
+    config["train"]["seeds"] = [0, 1, 2]
+    inputs = build_results(tmp_path / "three", config)
+    out = _leakage(config, inputs)
+    assert [r["n_seeds"] for r in out["rows"]] == [3, 3]
+    assert [r["psnr_seed_sd"] for r in out["rows"]] == pytest.approx([SEED_SD, SEED_SD])
+    assert out["se"] == pytest.approx(math.sqrt(2 * SEED_SD**2 / 3))
+    assert out["difference"] > 2 * out["se"] and out["beyond_seeds"] is True
+    section = _section(render(config, inputs, curves={}), "leakage")
+    assert "more than twice its standard error" in section and "split by patient is the figure to expect" in section
+
+    config["leakage"] = None
+    assert "No split-leakage check" in _section(render(config, build_results(tmp_path / "off", config), curves={}), "leakage")

@@ -322,12 +322,12 @@ def slurm_test_profile(root: Path, dest: Path, cores: int) -> dict:
 def _per_image_frames(work: Path) -> dict[str, pd.DataFrame]:
     """Per-image metrics and training histories without their wall-clock columns."""
     frames = {}
-    files = sorted((work / "results/test/metrics/per_image").glob("*.csv")) + sorted((work / "models/test").glob("*.history.csv"))
+    # tiny_config's profile "test": every seed's and the leakage check's files, in their sub-folders
+    files = sorted((work / "results/test/metrics/per_image").rglob("*.csv")) + sorted((work / "models/test").rglob("*.history.csv"))
     for path in files + [work / "results/test/metrics/summary.csv"]:
         df = pd.read_csv(path, keep_default_na=False)
-        # wall-clock columns: seconds, and the history's per-phase timing (steps_s, val_s, ..., samples_per_s)
-        clock = [c for c in df.columns if "second" in c or c.endswith("_s")]
-        frames[str(path.relative_to(work))] = df.drop(columns=clock)
+        # wall-clock columns: seconds, and the histories' steps_s, val_s, checkpoint_s, samples_per_s
+        frames[str(path.relative_to(work))] = df.drop(columns=[c for c in df.columns if "second" in c or c.endswith("_s")])
     return frames
 
 
@@ -399,17 +399,17 @@ def test_workflow_on_one_node_slurm_equals_local_run(root, tmp_path, tiny_config
         [*SNAKEMAKE, "-n", "--forceall", "--cores", "1", "all"], cwd=local, env=local_env,
         capture_output=True, text=True, timeout=300).stdout, flags=re.M)) - {"all"}
     assert set(rules) == expected, f"submitted rules {sorted(rules)}, the DAG has {sorted(expected)}"
-    assert len(rules["train"]) == len(list((local / "models/test").glob("*.safetensors")))
+    assert len(rules["train"]) == len(list((local / "models/test").rglob("*.safetensors")))
 
     # (b) The same results as the local run: metrics, histories and weights, exactly.
     ours, theirs = _per_image_frames(remote), _per_image_frames(local)
     assert ours.keys() == theirs.keys()
     for name, frame in ours.items():
         pd.testing.assert_frame_equal(frame, theirs[name], check_exact=True, obj=name)
-    weights = sorted(p.name for p in (local / "models/test").glob("*.safetensors"))
-    assert weights and weights == sorted(p.name for p in (remote / "models/test").glob("*.safetensors"))
+    weights = sorted(str(p.relative_to(local)) for p in (local / "models/test").rglob("*.safetensors"))
+    assert weights and weights == sorted(str(p.relative_to(remote)) for p in (remote / "models/test").rglob("*.safetensors"))
     for name in weights:
-        a, b = load_file(local / "models/test" / name), load_file(remote / "models/test" / name)
+        a, b = load_file(local / name), load_file(remote / name)
         assert a.keys() == b.keys()
         for key in a:
             assert np.array_equal(a[key], b[key]), f"{name}: {key} differs from the local run"

@@ -111,6 +111,7 @@ def copy_workflow(root: Path, work: Path, config: dict) -> None:
 
 @pytest.mark.slow
 def test_tiny_workflow_end_to_end_and_dvc_up_to_date(root, tmp_path, tiny_config):
+    """Two training seeds and the leakage check (tiny_config), through Snakemake to the report and dvc.lock."""
     work = tmp_path / "repo"
     copy_workflow(root, work, tiny_config)
     result = run([*SNAKEMAKE, "--cores", "2", "all"], work, timeout=900)
@@ -119,11 +120,31 @@ def test_tiny_workflow_end_to_end_and_dvc_up_to_date(root, tmp_path, tiny_config
     assert list(summary.columns[:6]) == ["method", "strategy", "scale", "psnr", "ssim", "n_images"]
     assert set(zip(summary["method"], summary["strategy"])) == {("bicubic", ""), ("proposed", "multi")}
     assert (summary["n_images"] == 3).all() and summary["psnr"].between(15, 80).all()
-    sidecar = yaml.safe_load((work / "models/test/proposed_multi_x2.json").read_text())
-    assert (sidecar["model"], sidecar["scale"], sidecar["strategy"]) == ("proposed", 2, "multi")
+    # Each seed is a run of its own: weights, sidecar with its seed, per-image metrics; the summary
+    # averages the two seeds' means.
+    seeds = {}
+    for seed in (0, 1):
+        sidecar = yaml.safe_load((work / f"models/test/seed{seed}/proposed_multi_x2.json").read_text())
+        assert (sidecar["model"], sidecar["scale"], sidecar["strategy"], sidecar["train"]["seed"]) == ("proposed", 2, "multi", seed)
+        seeds[seed] = pd.read_csv(work / f"results/test/metrics/per_image/seed{seed}/proposed_multi_x2.csv")
+        assert (seeds[seed]["seed"] == seed).all()
+    ours = summary[summary["method"] == "proposed"].iloc[0]
+    means = [seeds[k]["psnr"].mean() for k in (0, 1)]
+    assert means[0] != means[1] and float(ours["psnr"]) == pytest.approx(sum(means) / 2)
+    assert int(ours["n_seeds"]) == 2 and float(ours["psnr_seed_std"]) == pytest.approx(abs(means[0] - means[1]) / 2**0.5)
+    # The leakage check: a split by patient, the job trained on it with each seed, evaluated with bicubic.
+    by_patient = pd.read_csv(work / "data/prepared/test/by-patient/split.csv", dtype={"patient_id": str})
+    sides = by_patient.groupby("patient_id")["split"].nunique()
+    assert (sides == 1).all() and set(by_patient["split"]) >= {"train", "test"}
+    assert yaml.safe_load((work / "data/prepared/test/split.json").read_text())["test_patients_in_train"] > 0
+    for name in ("bicubic_x2", "seed0/proposed_multi_x2", "seed1/proposed_multi_x2"):
+        frame = pd.read_csv(work / f"results/test/metrics/per_image/by-patient/{name}.csv", dtype={"patient_id": str})
+        assert set(frame["series_key"]) <= set(by_patient.loc[by_patient["split"] == "test", "series_key"])
     html = (work / "reports/test/report.html").read_text()
     assert "Table 2" in html and "data:image/png;base64," in html and "TEST profile" in html
     assert 'id="table3-data"' in html and 'id="bf16-data"' in html
+    assert 'id="leakage-data"' in html and "Split by series, it gains" in html
+    assert "the mean over its training seeds" in html
     table3 = pd.read_csv(work / "results/test/timing/table3.csv")
     assert set(table3["name"]) == {"bicubic_x2", "proposed_multi_x2"}
     assert set(table3.loc[table3["name"] == "proposed_multi_x2", "dtype"]) == {"fp32", "bf16"}
@@ -133,6 +154,12 @@ def test_tiny_workflow_end_to_end_and_dvc_up_to_date(root, tmp_path, tiny_config
     # Nothing to do on a second run.
     again = run([*SNAKEMAKE, "--cores", "2", "-n", "all"], work)
     assert "Nothing to be done" in again.stdout + again.stderr
+    # A third seed adds its runs (on both splits) and reruns none of the first two.
+    from test_profiles import planned_jobs
+
+    tiny_config["train"]["seeds"] = [0, 1, 2]
+    (work / "config.yaml").write_text(yaml.safe_dump(tiny_config))
+    assert planned_jobs(work) == {"train": 2, "evaluate_model": 2, "summarize": 1, "report": 1}
 
 
 @pytest.mark.slow

@@ -106,6 +106,10 @@ def validate_config(config: dict[str, Any], base_dir: str | Path | None = None) 
     for scale in config["scales"]:
         if f"x{scale}" not in config["patches"]:
             raise ConfigError(f"config key 'patches.x{scale}': missing although scale {scale} is in 'scales'")
+    for key, section in [("train", config["train"])] + [
+            (f"experiments.{i}.train", exp.get("train") or {}) for i, exp in enumerate(config["experiments"])]:
+        if "seed" in section and "seeds" in section:
+            raise ConfigError(f"config key '{key}.seeds': give either seed (one) or seeds (a list), not both")
     for i, exp in enumerate(config["experiments"]):
         try:
             for s in exp["scales"] or [None]:
@@ -117,6 +121,18 @@ def validate_config(config: dict[str, Any], base_dir: str | Path | None = None) 
             if s not in config["scales"]:
                 raise ConfigError(f"config key 'experiments.{i}.scales': scale {s} is not in 'scales' "
                                   f"{config['scales']} (no patches are made for it); add it there or remove it here")
+    leakage = config.get("leakage")
+    if leakage:
+        try:
+            job = Job.from_name(leakage["job"])
+        except JobError as exc:
+            raise ConfigError(f"config key 'leakage.job': {exc}") from exc
+        if job not in training_jobs(config):
+            raise ConfigError(f"config key 'leakage.job': {job.name} is not a training job of 'experiments' "
+                              "(the check compares it with its own run on the series split)")
+        if config["split"]["by"] != "series":
+            raise ConfigError("config key 'leakage': the check compares the split by series with one by patient, "
+                              "but split.by is already 'patient'; set leakage: null")
     return config
 
 
@@ -237,18 +253,69 @@ def training_jobs(config: dict[str, Any]) -> list[Job]:
     return list(dict.fromkeys(jobs))
 
 
-def job_train_settings(config: dict[str, Any], job: Job) -> dict[str, Any]:
-    """The ``train`` section for one job: the global settings with its experiment's overrides.
+def _experiment_train(config: dict[str, Any], job: Job) -> dict[str, Any]:
+    """The ``train`` overrides of the first experiment listing the job's (model, strategy, scale)."""
+    for exp in config["experiments"]:
+        if exp["model"] == job.model and exp.get("strategy") == job.strategy and job.scale in exp["scales"]:
+            return dict(exp.get("train") or {})
+    return {}
+
+
+def job_seeds(config: dict[str, Any], job: Job) -> list[int]:
+    """The training seeds of ``job``: each is a run of its own (weights under :func:`seed_dir`).
+
+    ``train.seeds`` (a list) or ``train.seed`` (one), from the job's experiment if it names either,
+    else from the global ``train`` section; neither: seed 0. The first seed's run is the job's
+    representative (Table 3, Figure 3, training curves, ``mrsr upscale`` examples).
+    """
+    for section in (_experiment_train(config, job), config["train"]):
+        if "seeds" in section:
+            return [int(s) for s in section["seeds"]]
+        if "seed" in section:
+            return [int(section["seed"])]
+    return [0]
+
+
+def job_train_settings(config: dict[str, Any], job: Job, seed: int | None = None) -> dict[str, Any]:
+    """The ``train`` section for one run of a job: the global settings with its experiment's overrides.
 
     The first experiment listing the job's (model, strategy, scale) supplies the overrides, so a
     quick profile can give a cheap baseline a different budget without an if-chain in the code.
+    The seed list is resolved to one ``seed``: ``seed`` if given, else the job's first seed
+    (:func:`job_seeds`); ``seeds`` is dropped, so a run's settings do not change when another seed
+    is added to the list.
     """
+    seeds = job_seeds(config, job)
     settings = dict(config["train"])
-    for exp in config["experiments"]:
-        if exp["model"] == job.model and exp.get("strategy") == job.strategy and job.scale in exp["scales"]:
-            settings.update(exp.get("train") or {})
-            break
+    settings.update(_experiment_train(config, job))
+    settings.pop("seeds", None)
+    settings["seed"] = seeds[0] if seed is None else int(seed)
     return settings
+
+
+# Where one seed's run of a job lives: a folder level, so job names (proposed_multi_x2) stay the
+# same everywhere: models/<profile>/seed0/proposed_multi_x2.safetensors,
+# results/<profile>/metrics/per_image/seed0/proposed_multi_x2.csv. The workflow's rules use
+# SEED_DIR as their path segment (its {seed} is the wildcard) and SEED_RE as its constraint.
+SEED_DIR = "seed{seed}"
+SEED_RE = "[0-9]+"
+# The split-leakage check's files (config key ``leakage``) are the profile's own paths with
+# BY_PATIENT inserted after the stage's folder: data/prepared/<profile>/by-patient/split.csv,
+# models/<profile>/by-patient/seed0/proposed_multi_x2.safetensors. The rules' {splitdir} wildcard
+# is "" (the profile's split) or BY_PATIENT; SPLIT_DIR_RE is its constraint.
+BY_PATIENT = "by-patient/"
+SPLIT_DIR_RE = f"({BY_PATIENT})?"
+
+
+def seed_dir(seed: int) -> str:
+    """The folder of one training seed's outputs, e.g. ``seed0``."""
+    return SEED_DIR.format(seed=int(seed))
+
+
+def leakage_job(config: dict[str, Any]) -> Job | None:
+    """The job of the split-leakage check (``leakage.job``), or None when the check is off."""
+    leakage = config.get("leakage")
+    return Job.from_name(leakage["job"]) if leakage else None
 
 
 def border_pixels(config: dict[str, Any], scale: int) -> int:
@@ -269,5 +336,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # A ConfigError reaches mrsr.cli.main, which prints it as one line and exits 2.
     config = load_config(args.configfile, base_dir=Path.cwd())  # paths are relative to the repository
-    print(f"{args.configfile}: valid; {len(training_jobs(config))} training jobs")
+    jobs = training_jobs(config)
+    runs = sum(len(job_seeds(config, job)) for job in jobs)
+    print(f"{args.configfile}: valid; {len(jobs)} training jobs, {runs} training runs with their seeds")
     return 0

@@ -2,9 +2,10 @@
 
 ``evaluate`` runs one method (a trained weights file, or ``bicubic``) at one scale on every test
 slice: HR = the normalised, mod-cropped slice; LR = its bicubic downscaling; SR = the method's
-full-image output. It writes one CSV row per slice, and keeps one example slice's images (npz) for
-the report's visual comparison. ``summarize`` collects those CSVs into summary.csv, one row per
-(method, strategy, scale).
+full-image output. It writes one CSV row per slice (with the training seed of the weights, from
+their sidecar; empty for bicubic), and keeps one example slice's images (npz) for the report's
+visual comparison. ``summarize`` collects those CSVs into summary.csv, one row per (method,
+strategy, scale): the mean over training seeds of each seed's mean, and the spread across seeds.
 
 Nothing is averaged over NaN: a test slice or a model output holding NaN or Inf stops ``evaluate``
 with the slice named (the store never holds such slices, so it means stale data or diverged
@@ -32,7 +33,8 @@ from mrsr.metrics import slice_metrics
 from mrsr.models import MODEL_REGISTRY, SuperResolver, build_model
 from mrsr.weights import check_weights, load_model
 
-SUMMARY_COLUMNS = ["method", "strategy", "scale", "psnr", "ssim", "n_images", "psnr_std", "ssim_std", "psnr_fg"]
+SUMMARY_COLUMNS = ["method", "strategy", "scale", "psnr", "ssim", "n_images", "psnr_std", "ssim_std", "psnr_fg",
+                   "n_seeds", "psnr_seed_std", "ssim_seed_std"]
 
 
 def select_test_rows(store: Path, split: pd.DataFrame, max_slices: int | None = None) -> pd.DataFrame:
@@ -126,6 +128,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         model, meta = load_model(args.weights)
         check_weights(args.weights, meta, model=args.method, scale=args.scale)
         strategy = meta.get("strategy")
+        seed = (meta.get("train") or {}).get("seed")
     elif args.method != "bicubic":  # the one registered model without learned weights
         raise UsageError(f"--weights: required with --method {args.method} (only bicubic runs without trained weights)")
     else:
@@ -133,7 +136,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             check_model(args.method, None, args.scale)
         except JobError as exc:
             raise JobError(f"--scale {args.scale}: {exc}", exc.part) from exc
-        model, strategy = build_model(args.method, args.scale), None
+        model, strategy, seed = build_model(args.method, args.scale), None, None
     split = pd.read_csv(args.split, dtype={"patient_id": str, "series_key": str})
     ecfg = config["evaluate"]
     frame, example = evaluate(model, args.store, split, args.scale, border_pixels(config, args.scale),
@@ -142,6 +145,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     frame.insert(0, "method", args.method)
     frame.insert(1, "strategy", strategy or "")
     frame.insert(2, "scale", args.scale)
+    frame.insert(3, "seed", "" if seed is None else int(seed))  # the training run: mrsr summarize groups by it
     write_csv(args.out, frame)
     if args.example and example is not None:
         with atomic_path(args.example, suffix=".npz") as tmp, open(tmp, "wb") as fh:
@@ -152,21 +156,49 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def summarize(per_image: list[Path]) -> pd.DataFrame:
-    """One row per (method, strategy, scale): means over the per-image rows, never over NaN.
+    """One row per (method, strategy, scale) over its training seeds, never over NaN.
+
+    Each seed's run is first summarised over its test slices; then, across seeds: ``psnr``,
+    ``ssim``, ``psnr_fg``: the mean of the seeds' means; ``psnr_std``, ``ssim_std``: the mean of
+    the seeds' standard deviations over slices; ``n_images``: slices per seed; ``n_seeds``: training
+    seeds (0 for bicubic, which has none); ``psnr_seed_std``, ``ssim_seed_std``: the sample standard
+    deviation (ddof 1) of the seeds' means, empty with fewer than two seeds. With one seed every
+    column but the last three means what it meant before seeds: statistics over the test slices.
 
     Args:
-        per_image: per-image CSVs written by ``mrsr evaluate``.
+        per_image: per-image CSVs written by ``mrsr evaluate`` (a file without a ``seed`` column is
+            one run without a seed).
 
     Raises:
-        ValueError: a row's PSNR or SSIM is NaN (pandas would skip it silently), naming the file.
+        ValueError: a row's PSNR or SSIM is NaN (pandas would skip it silently), two files hold the
+            same (method, strategy, scale, seed), or the seeds of one method were evaluated on
+            different slices; each naming the files.
     """
-    frames = [pd.read_csv(p, keep_default_na=False, dtype={"strategy": str}) for p in per_image]
+    frames = [pd.read_csv(p, keep_default_na=False, dtype={"strategy": str, "seed": str}) for p in per_image]
+    runs: dict[tuple, Path] = {}
     for path, frame in zip(per_image, frames):
         refuse_nan_metrics(frame, str(path))
+        frame["seed"] = frame["seed"].astype(str) if "seed" in frame else ""
+        for key in frame[["method", "strategy", "scale", "seed"]].drop_duplicates().itertuples(index=False, name=None):
+            if key in runs:
+                raise ValueError(f"{path} and {runs[key]}: both hold {key[0]} {key[1]} x{key[2]} seed {key[3] or '-'}; "
+                                 "each run's per-image metrics belong in one file")
+            runs[key] = Path(path)
     data = pd.concat(frames, ignore_index=True)
-    grouped = data.groupby(["method", "strategy", "scale"], sort=True)
-    summary = grouped.agg(psnr=("psnr", "mean"), ssim=("ssim", "mean"), n_images=("psnr", "size"),
-                          psnr_std=("psnr", "std"), ssim_std=("ssim", "std"), psnr_fg=("psnr_fg", "mean")).reset_index()
+    keys = ["method", "strategy", "scale"]
+    per_seed = data.groupby([*keys, "seed"], sort=True).agg(
+        psnr=("psnr", "mean"), ssim=("ssim", "mean"), n_images=("psnr", "size"), psnr_std=("psnr", "std"),
+        ssim_std=("ssim", "std"), psnr_fg=("psnr_fg", "mean"),
+        slices=("slice_id", lambda ids: tuple(sorted(map(str, ids))))).reset_index()
+    for key, group in per_seed.groupby(keys, sort=True):
+        if group["slices"].nunique() > 1:
+            files = ", ".join(str(runs[(*key, seed)]) for seed in group["seed"])
+            raise ValueError(f"{files}: the seeds of {key[0]} {key[1]} x{key[2]} were evaluated on different test "
+                             "slices; evaluate them all again")
+    summary = per_seed.groupby(keys, sort=True).agg(
+        psnr=("psnr", "mean"), ssim=("ssim", "mean"), n_images=("n_images", "first"), psnr_std=("psnr_std", "mean"),
+        ssim_std=("ssim_std", "mean"), psnr_fg=("psnr_fg", "mean"), n_seeds=("seed", lambda s: int((s != "").sum())),
+        psnr_seed_std=("psnr", "std"), ssim_seed_std=("ssim", "std")).reset_index()
     return summary[SUMMARY_COLUMNS]
 
 
@@ -177,8 +209,9 @@ def add_summarize_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def headline(summary: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """A few numbers for `dvc metrics show`: per scale, the proposed net's PSNR and SSIM and its PSNR
-    gain over bicubic (the full table is summary.csv). A scale without the proposed net is omitted."""
+    """A few numbers for `dvc metrics show`: per scale, the proposed net's PSNR and SSIM (means over its
+    seeds) and its PSNR gain over bicubic (the full table is summary.csv). A scale without the
+    proposed net is omitted."""
     out = {}
     for scale, rows in summary.groupby("scale"):
         ours = rows[(rows["method"] == "proposed") & (rows["strategy"] == "multi")]

@@ -1,9 +1,12 @@
 """``mrsr report``: one self-contained HTML file (Jinja2; images embedded; works offline).
 
 It shows Table 1 (upsampling strategies, with bicubic and each strategy's initialisation and budget),
-Table 2 (PSNR/SSIM per method and scale) and Table 3 (CPU time per slice, from ``mrsr timing``, with
-the bf16 path) beside the paper's figures with the differences and the gains over bicubic; a row at
-or below bicubic carries a marker (:func:`below_bicubic`). Then a Figure-3-style visual comparison
+Table 2 (PSNR/SSIM per method and scale; for a trained network the mean over its training seeds with
+the spread across them) and Table 3 (CPU time per slice, from ``mrsr timing``, with the bf16 path)
+beside the paper's figures with the differences and the gains over bicubic; a row at or below
+bicubic carries a marker (:func:`below_bicubic`). The section "Series vs patient split"
+(:func:`leakage_comparison`) shows what the paper's split by series is worth against a split by
+patient of the same data. Then a Figure-3-style visual comparison
 (Table 2's methods in its order, PSNR/SSIM per panel, error maps on one colour scale), training
 curves, per-image metric distributions, the dataset and split, rejected files, the metric recipe,
 hardware, versions, git revision and configuration.
@@ -17,7 +20,8 @@ import io
 import json
 import os
 import platform
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -33,8 +37,10 @@ import scipy.stats  # noqa: E402
 import yaml  # noqa: E402
 
 from mrsr import paper  # noqa: E402
-from mrsr.config import Job, border_pixels, job_train_settings, load_config, model_options, training_jobs  # noqa: E402
+from mrsr.config import (Job, border_pixels, job_seeds, job_train_settings, leakage_job, load_config,  # noqa: E402
+                         model_options, training_jobs)
 from mrsr.errors import existing_file, output_file  # noqa: E402
+from mrsr.evaluate import summarize  # noqa: E402
 from mrsr.io import write_bytes, write_text  # noqa: E402
 from mrsr.metrics import RECIPE, crop_border, psnr, ssim  # noqa: E402
 from mrsr.table3 import bf16_rows, size_labels, table3_rows  # noqa: E402
@@ -130,6 +136,59 @@ def below_bicubic(psnr_db: float, bicubic_db: float | None, profile: str,
     return {"tag": f"{'below' if gap < 0 else 'at'} bicubic", "gap": f"{gap:+.2f} dB", "detail": detail}
 
 
+def _number(value: Any) -> float | None:
+    """A summary cell as a float, or None when it is empty or NaN (one seed has no spread)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def seed_spread(r: pd.Series, method: str) -> dict[str, Any]:
+    """A summary row's spread across training seeds: ``n_seeds`` (None for bicubic, which has no
+    seed; 1 for a summary without the column), ``psnr_seed_sd`` and ``ssim_seed_sd`` (None below
+    two seeds). ``method``: the row's method (a row indexed by method does not hold it)."""
+    if method == "bicubic":
+        return {"n_seeds": None, "psnr_seed_sd": None, "ssim_seed_sd": None}
+    n = int(_number(r.get("n_seeds")) or 1)
+    return {"n_seeds": n, "psnr_seed_sd": _number(r.get("psnr_seed_std")) if n > 1 else None,
+            "ssim_seed_sd": _number(r.get("ssim_seed_std")) if n > 1 else None}
+
+
+def seeds_note(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What Tables 1-2 say about training seeds: ``counts`` (the seed counts of their networks) and
+    ``single`` (every network was trained with one seed: the caption says no spread is shown)."""
+    counts = sorted({r["n_seeds"] for r in rows if r.get("n_seeds")})
+    return {"counts": counts, "single": counts in ([], [1])}
+
+
+def read_summary(path: Path) -> pd.DataFrame:
+    """summary.csv of ``mrsr summarize``, its empty cells (no spread with one seed) as NaN."""
+    summary = pd.read_csv(path, keep_default_na=False, dtype={"strategy": str})
+    for column in ("psnr_seed_std", "ssim_seed_std", "n_seeds"):
+        if column in summary:
+            summary[column] = pd.to_numeric(summary[column], errors="coerce")
+    return summary
+
+
+def seed_mean_images(paths: list[Path]) -> dict[str, pd.DataFrame]:
+    """Per evaluation (file stem, e.g. ``proposed_multi_x2``), its per-slice metrics averaged over the
+    seeds' files (``per_image/seed<k>/``): Tables 1-2's gains are means over seeds, so their paired
+    intervals and tests compare per-slice means over seeds. One file: its rows as they are."""
+    parts: dict[str, list[pd.DataFrame]] = {}
+    for path in paths:
+        parts.setdefault(_stem(path), []).append(pd.read_csv(path))
+    out = {}
+    for name, frames in parts.items():
+        if len(frames) == 1:
+            out[name] = frames[0]
+            continue
+        columns = [c for c in ("psnr", "ssim", "psnr_fg") if c in frames[0]]
+        out[name] = pd.concat(frames).groupby("slice_id", sort=False, as_index=False)[columns].mean()
+    return out
+
+
 def _bicubic_psnr(summary: pd.DataFrame, scale: int) -> float | None:
     rows = summary[(summary["method"] == "bicubic") & (summary["scale"] == scale)]
     return float(rows["psnr"].iloc[0]) if len(rows) else None
@@ -159,7 +218,7 @@ def table2_rows(summary: pd.DataFrame, per_image: dict[str, pd.DataFrame], confi
             job = Job(method, "multi" if method == "proposed" else None, int(scale))
             row = {"method": paper.DISPLAY_NAMES.get(method, method), "scale": int(scale), "psnr": r["psnr"],
                    "ssim": r["ssim"], "psnr_std": r["psnr_std"], "psnr_fg": r["psnr_fg"], "n": int(r["n_images"]),
-                   "paper_psnr": pub[0] if pub else None, "paper_ssim": pub[1] if pub else None}
+                   "paper_psnr": pub[0] if pub else None, "paper_ssim": pub[1] if pub else None, **seed_spread(r, method)}
             row["diff_psnr"] = r["psnr"] - pub[0] if pub else None
             own = per_image.get(job.name)
             row["best_baseline"] = paper.DISPLAY_NAMES.get(best, best) if best else None
@@ -232,7 +291,7 @@ def table1_rows(summary: pd.DataFrame, config: dict[str, Any]) -> list[dict[str,
         pub = paper.TABLE2["bicubic"][2]
         rows.append({"strategy": paper.DISPLAY_NAMES["bicubic"], "psnr": r["psnr"], "ssim": r["ssim"],
                      "paper_psnr": pub[0], "paper_ssim": pub[1], "paper_table": 2, "diff_psnr": r["psnr"] - pub[0],
-                     "init": None, "schedule": None, "note": None})
+                     "init": None, "schedule": None, "note": None, **seed_spread(r, "bicubic")})
     for strategy, name in paper.STRATEGY_NAMES.items():
         if strategy in part.index:
             r = part.loc[strategy]
@@ -241,7 +300,7 @@ def table1_rows(summary: pd.DataFrame, config: dict[str, Any]) -> list[dict[str,
             rows.append({"strategy": name, "psnr": r["psnr"], "ssim": r["ssim"], "paper_psnr": pub[0],
                          "paper_ssim": pub[1], "paper_table": 1, "diff_psnr": r["psnr"] - pub[0],
                          "init": strategy_init(config, strategy), "schedule": schedule(settings),
-                         "note": below_bicubic(r["psnr"], bic, config["profile"], settings)})
+                         "note": below_bicubic(r["psnr"], bic, config["profile"], settings), **seed_spread(r, "proposed")})
     return rows
 
 
@@ -249,6 +308,57 @@ def table1_differences(rows: list[dict[str, Any]]) -> dict[str, bool]:
     """Whether Table 1's strategies differ in initialisation (``init``) or budget (``schedule``)."""
     strategies = [r for r in rows if r["init"] is not None]
     return {key: len({r[key] for r in strategies}) > 1 for key in ("init", "schedule")}
+
+
+def leakage_comparison(config: dict[str, Any], summary: pd.DataFrame, per_image: dict[str, pd.DataFrame],
+                       leakage_per_image: list[Path], split: dict[str, Any],
+                       leakage_split: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The section "Series vs patient split": the ``leakage`` job on the profile's split by series and
+    on a split by patient of the same data, each with bicubic on its own test set.
+
+    Args:
+        config: the profile (``leakage.job``).
+        summary: summary.csv (the split by series).
+        per_image: the split by series' per-slice metrics, averaged over seeds (:func:`seed_mean_images`).
+        leakage_per_image: the split by patient's per-image CSVs (bicubic and every seed of the job).
+        split, leakage_split: split.json of each split (counts; ``test_patients_in_train``).
+
+    Returns:
+        None when the check is off or has no results; else ``name`` (display name), ``job``, ``scale``, ``rows`` (per split:
+        PSNR and SSIM means over seeds with their spread, bicubic, the gain with its 95 % paired
+        bootstrap interval, test and training counts), ``difference`` (gain by series minus gain by
+        patient), ``se`` (its standard error from the seeds' spread, None with one seed) and
+        ``beyond_seeds`` (|difference| > 2 se; None without an se).
+    """
+    job = leakage_job(config)
+    if job is None or not leakage_per_image:
+        return None
+    by_patient = summarize(leakage_per_image)
+    rows = []
+    for by, table, images, counts in (("series", summary, per_image, split),
+                                      ("patient", by_patient, seed_mean_images(leakage_per_image), leakage_split or {})):
+        at = table[table["scale"] == job.scale]
+        ours = at[(at["method"] == job.model) & (at["strategy"] == (job.strategy or ""))]
+        bic = at[at["method"] == "bicubic"]
+        if ours.empty or bic.empty:
+            return None
+        r, b = ours.iloc[0], bic.iloc[0]
+        row = {"by": by, "psnr": float(r["psnr"]), "ssim": float(r["ssim"]), "bicubic_psnr": float(b["psnr"]),
+               "gain": float(r["psnr"] - b["psnr"]), "n_images": int(r["n_images"]), **seed_spread(r, job.model),
+               "test": counts.get("test"), "train": counts.get("train"),
+               "test_patients_in_train": counts.get("test_patients_in_train")}
+        own, bic_images = images.get(job.name), images.get(Job("bicubic", None, job.scale).name)
+        row["ci"] = paired_comparison(own, bic_images)["ci"] if own is not None and bic_images is not None else None
+        rows.append(row)
+    series, patient = rows
+    difference = series["gain"] - patient["gain"]
+    se = None
+    if series["psnr_seed_sd"] is not None and patient["psnr_seed_sd"] is not None:
+        se = math.sqrt(series["psnr_seed_sd"] ** 2 / series["n_seeds"] + patient["psnr_seed_sd"] ** 2 / patient["n_seeds"])
+    beyond = None if se is None else abs(difference) > 2 * se
+    name = paper.DISPLAY_NAMES.get(job.model, job.model) if job.strategy in (None, "multi") else job.name
+    return {"name": name, "job": job.name, "scale": job.scale, "rows": rows, "difference": difference, "se": se,
+            "beyond_seeds": beyond}
 
 
 def figure3_panels(names: list[str]) -> list[tuple[str, str]]:
@@ -394,6 +504,9 @@ class ReportInputs:
     rejected: Path
     timing: Path | None = None
     machine: Path | None = None
+    # The leakage check (config key ``leakage``): per-image CSVs on the split by patient and its split.json.
+    leakage_per_image: list[Path] = field(default_factory=list)
+    leakage_split: Path | None = None
 
 
 def _stem(path: Path) -> str:
@@ -404,8 +517,8 @@ def _stem(path: Path) -> str:
 def render(config: dict[str, Any], inputs: ReportInputs, curves: dict[str, bytes | None] | None = None) -> str:
     """The report's HTML for ``config`` from ``inputs`` (``curves``: training figures already drawn)."""
     jobs = training_jobs(config)
-    summary = pd.read_csv(inputs.summary, keep_default_na=False, dtype={"strategy": str})
-    per_image = {_stem(p): pd.read_csv(p) for p in inputs.per_image}
+    summary = read_summary(inputs.summary)
+    per_image = seed_mean_images(inputs.per_image)  # every seed's files; a slice's metrics averaged over seeds
     histories = {_stem(p): pd.read_csv(p) for p in inputs.histories}
     figure_scale = min(config["scales"])  # one scale: every panel shows the same slice and region
     examples = {_stem(p): p for p in inputs.examples if _stem(p).endswith(f"_x{figure_scale}")}
@@ -425,11 +538,17 @@ def render(config: dict[str, Any], inputs: ReportInputs, curves: dict[str, bytes
     machine = json.loads(Path(inputs.machine).read_text()) if inputs.machine else None
     curves = training_curves(histories) if curves is None else curves
     table1 = table1_rows(summary, config)
+    table2 = table2_rows(summary, per_image, config)
+    leakage_split = json.loads(Path(inputs.leakage_split).read_text()) if inputs.leakage_split else None
+    leakage = leakage_comparison(config, summary, per_image, list(inputs.leakage_per_image), split, leakage_split)
+    seed_lists = {job.name: job_seeds(config, job) for job in jobs}
     env = jinja2.Environment(loader=jinja2.PackageLoader("mrsr", "templates"), autoescape=jinja2.select_autoescape(),
                              undefined=jinja2.StrictUndefined)
     return env.get_template("report.html.j2").render(
         profile=config["profile"], data_source=config["data"]["source"], config_yaml=yaml.safe_dump(config, sort_keys=False),
-        table1=table1, table1_differs=table1_differences(table1), table2=table2_groups(table2_rows(summary, per_image, config)),
+        table1=table1, table1_differs=table1_differences(table1), table2=table2_groups(table2),
+        seeds=seeds_note(table1 + table2), leakage=leakage,
+        seed_lists=sorted({tuple(v) for v in seed_lists.values()}),
         summary_ours=paper.SUMMARY_OURS, figure3=figure3(figure_examples, border_pixels(config, figure_scale)),
         curves={k: png_bytes_uri(v) for k, v in curves.items() if v},
         distributions=distributions(per_image),
@@ -452,6 +571,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rejected", required=True, type=existing_file, help="rejected.csv of the slice store")
     parser.add_argument("--timing", type=existing_file, help="table3.csv of mrsr timing (Table 3; optional)")
     parser.add_argument("--machine", type=existing_file, help="machine.json of mrsr timing (optional)")
+    parser.add_argument("--leakage-per-image", nargs="*", default=[], type=existing_file,
+                        help="per-image CSVs of the leakage check on the split by patient (bicubic and the job's seeds)")
+    parser.add_argument("--leakage-split", type=existing_file, help="split.json of the leakage check's split by patient")
     parser.add_argument("--loss-plot", type=output_file, help="also write the training-loss figure here (PNG)")
     parser.add_argument("--psnr-plot", type=output_file, help="also write the validation-PSNR figure here (PNG)")
     parser.add_argument("--out", required=True, type=output_file, help="the HTML file to write")
@@ -461,7 +583,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     inputs = ReportInputs(summary=args.summary, per_image=args.per_image, examples=args.examples,
                           histories=args.histories, split=args.split_summary, ingest=args.ingest,
-                          rejected=args.rejected, timing=args.timing, machine=args.machine)
+                          rejected=args.rejected, timing=args.timing, machine=args.machine,
+                          leakage_per_image=args.leakage_per_image, leakage_split=args.leakage_split)
     curves = training_curves({_stem(p): pd.read_csv(p) for p in args.histories})
     for key, target in (("loss", args.loss_plot), ("val_psnr", args.psnr_plot)):
         if target is not None:

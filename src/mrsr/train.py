@@ -298,7 +298,7 @@ def run_timing(timing: dict[str, Any], history: list[dict], job: Job, options: d
 
 
 def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], checkpoint: Path | None = None,
-          stop_after_epoch: int | None = None) -> list[dict]:
+          stop_after_epoch: int | None = None, seed: int | None = None) -> list[dict]:
     """Train ``job`` and write its weights; returns the history (one dict per epoch).
 
     Args:
@@ -308,9 +308,11 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
         config: the validated workflow config.
         checkpoint: checkpoint path (default: beside the weights, ``.ckpt.safetensors``).
         stop_after_epoch: stop (as if killed) after this epoch, with a checkpoint; for tests of resuming.
+        seed: the run's training seed (weight initialisation and batch order); None: the job's first
+            seed (``train.seeds``/``train.seed``, :func:`mrsr.config.job_seeds`).
     """
     t_setup = time.perf_counter()
-    cfg = TrainConfig.from_config(job_train_settings(config, job))
+    cfg = TrainConfig.from_config(job_train_settings(config, job, seed=seed))
     device = pick_device(cfg.device)
     fast = FastPath.resolve(cfg, device)
     if cfg.threads:
@@ -441,6 +443,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, type=Path, help="workflow config (train section, model options)")
     parser.add_argument("--out", required=True, type=output_file, help="weights .safetensors to write")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (overrides train.threads)")
+    parser.add_argument("--seed", type=arg_type(_seed), default=None,
+                        help="training seed of this run: weight initialisation and batch order (default: the "
+                             "job's first of train.seeds; the workflow runs each seed into models/<profile>/seed<k>/)")
+
+
+def _seed(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise UsageError(f"{text}: a seed is a non-negative integer")
+    return int(text)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -450,7 +461,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         config["train"]["threads"] = args.threads
     try:
-        train(args.job, args.patches, args.out, config)
+        train(args.job, args.patches, args.out, config, seed=args.seed)
     except NonFiniteLossError as exc:
         print(f"error: {exc}")
         return 3

@@ -2,7 +2,7 @@
 
 Usage::
 
-    mrsr upscale --model models/quick/proposed_multi_x2.safetensors --out sr/ scan.nii.gz dicom_folder/ IM0001.dcm
+    mrsr upscale --model models/quick/seed0/proposed_multi_x2.safetensors --out sr/ scan.nii.gz dicom_folder/ IM0001.dcm
 
 Each INPUT is a DICOM file, a folder of DICOM series (any layout, grouped by SeriesInstanceUID) or
 a NIfTI volume (.nii/.nii.gz, super-resolved in-plane, slice by slice along the third axis). The

@@ -4,7 +4,8 @@ import os
 import yaml
 from snakemake.exceptions import WorkflowError
 
-from mrsr.config import Job, file_sha256, job_train_settings, training_jobs
+from mrsr.config import (BY_PATIENT, SEED_DIR, SEED_RE, SPLIT_DIR_RE, Job, file_sha256, job_seeds, job_train_settings,
+                         leakage_job, seed_dir, training_jobs)
 from mrsr.provenance import folder_fingerprint, source_digest
 
 # Each profile writes to its own folders, so a quick run and a paper run coexist and neither can
@@ -21,7 +22,34 @@ BENCH = f"benchmarks/{PROFILE}"
 DOWNLOADED = "data/raw/tcia/downloaded.json"  # download_tcia's output (see data.smk), in the download folder
 JOBS = training_jobs(config)
 SCALES = config["scales"]
-EVALUATIONS = [f"bicubic_x{s}" for s in SCALES] + [job.name for job in JOBS]
+# Each job is trained once per seed (train.seeds), into a folder of its own: SEED_DIR ("seed{seed}",
+# defined with its wildcard constraint SEED_RE in mrsr.config) is the path segment of every rule
+# that has a seed, so job names stay proposed_multi_x2 everywhere. RUNS: every (job, seed);
+# FIRST_RUNS: each job's first seed, the one Table 3, Figure 3 and the training curves show.
+RUNS = [(job, seed) for job in JOBS for seed in job_seeds(config, job)]
+FIRST_RUNS = [(job, job_seeds(config, job)[0]) for job in JOBS]
+
+
+def per_image(folder, runs, scales):
+    """Per-image CSVs in ``folder`` of bicubic at ``scales`` and of each (job, seed) of ``runs``."""
+    return ([f"{folder}/bicubic_x{s}.csv" for s in scales]
+            + [f"{folder}/{seed_dir(seed)}/{job.name}.csv" for job, seed in runs])
+
+
+PER_IMAGE = per_image(f"{RESULTS}/metrics/per_image", RUNS, SCALES)
+EXAMPLES = ([f"{RESULTS}/examples/bicubic_x{s}.npz" for s in SCALES]
+            + [f"{RESULTS}/examples/{seed_dir(seed)}/{job.name}.npz" for job, seed in FIRST_RUNS])
+
+# The split-leakage check (config key `leakage`): LEAKAGE's job is also trained on a split by
+# patient of the same data and evaluated on that split's test set, with bicubic there too. The same
+# rules make both: their {splitdir} wildcard is "" for the profile's split and BY_PATIENT
+# ("by-patient/", mrsr.config) for the check, a folder inside each stage's own (data/prepared/<profile>/,
+# models/<profile>/, results/<profile>/metrics/per_image/), so dvc.yaml's outs hold its files.
+LEAKAGE = leakage_job(config)
+LEAKAGE_RUNS = [(LEAKAGE, seed) for seed in job_seeds(config, LEAKAGE)] if LEAKAGE else []
+LEAKAGE_PER_IMAGE = per_image(f"{RESULTS}/metrics/per_image/{BY_PATIENT}".rstrip("/"), LEAKAGE_RUNS,
+                              [LEAKAGE.scale] if LEAKAGE else [])
+LEAKAGE_SPLIT = f"{PREPARED}/{BY_PATIENT}split.json"
 
 # Every step reads the profile file itself (the Snakefile checks that `config` is exactly that
 # file): nothing is written while the workflow is parsed, so a dry run of any profile changes

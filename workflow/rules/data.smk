@@ -56,36 +56,42 @@ rule ingest:
         "mrsr ingest --source {params.source} --input {params.folder} --out {params.store} > {log} 2>&1"
 
 
+# {splitdir}: "" for the profile's split (split.by), "by-patient/" for the leakage check's split by
+# patient (common.smk), with the same seed and counts.
 rule split:
     input:
         index=rules.ingest.output.index,
         config=ancient(CONFIG),
     output:
-        csv=SPLIT,
-        summary=f"{PREPARED}/split.json",
+        csv=f"{PREPARED}/{{splitdir}}split.csv",
+        summary=f"{PREPARED}/{{splitdir}}split.json",
+    wildcard_constraints:
+        splitdir=SPLIT_DIR_RE,
     params:
         store=lambda wc, input: os.path.dirname(input.index),
         split=config["split"],
+        by=lambda wc: "patient" if wc.splitdir else config["split"]["by"],
         code=code("split"),
     log:
-        f"{LOGS}/split.log",
+        f"{LOGS}/{{splitdir}}split.log",
     benchmark:
-        f"{BENCH}/split.tsv"
+        f"{BENCH}/{{splitdir}}split.tsv"
     conda:
         "../envs/mrsr.yaml"
     shell:
-        "mrsr split --store {params.store} --config {input.config} --out {output.csv} > {log} 2>&1"
+        "mrsr split --store {params.store} --config {input.config} --by {params.by} --out {output.csv} > {log} 2>&1"
 
 
 rule patches:
     input:
         index=rules.ingest.output.index,
-        split=SPLIT,
+        split=f"{PREPARED}/{{splitdir}}split.csv",
         config=ancient(CONFIG),
     output:
-        f"{PREPARED}/patches/x{{scale}}.npz",
+        f"{PREPARED}/{{splitdir}}patches/x{{scale}}.npz",
     wildcard_constraints:
         scale="[234]",
+        splitdir=SPLIT_DIR_RE,
     params:
         store=lambda wc, input: os.path.dirname(input.index),
         patches=lambda wc: config["patches"][f"x{wc.scale}"],
@@ -93,9 +99,9 @@ rule patches:
         seed=config["split"]["seed"],
         code=code("patches"),
     log:
-        f"{LOGS}/patches_x{{scale}}.log",
+        f"{LOGS}/{{splitdir}}patches_x{{scale}}.log",
     benchmark:
-        f"{BENCH}/patches_x{{scale}}.tsv"
+        f"{BENCH}/{{splitdir}}patches_x{{scale}}.tsv"
     conda:
         "../envs/mrsr.yaml"
     shell:
@@ -106,3 +112,5 @@ rule patches:
 rule prepare:
     input:
         expand(f"{PREPARED}/patches/x{{scale}}.npz", scale=SCALES),
+        # the leakage check's split by patient
+        [f"{PREPARED}/{BY_PATIENT}patches/x{LEAKAGE.scale}.npz"] if LEAKAGE else [],

@@ -1,24 +1,27 @@
 # Metrics on the test split and the summary table. Code: src/mrsr/evaluate.py, src/mrsr/metrics.py.
+# A trained model is evaluated once per seed (per_image/seed<k>/, SEED_DIR); bicubic has no seed.
+# {splitdir} "by-patient/": the leakage check's evaluations on the split by patient's test set.
 
 
 rule evaluate_bicubic:
     input:
         index=rules.ingest.output.index,
-        split=SPLIT,
+        split=f"{PREPARED}/{{splitdir}}split.csv",
         config=ancient(CONFIG),
     output:
-        csv=f"{RESULTS}/metrics/per_image/bicubic_x{{scale}}.csv",
-        example=f"{RESULTS}/examples/bicubic_x{{scale}}.npz",
+        csv=f"{RESULTS}/metrics/per_image/{{splitdir}}bicubic_x{{scale}}.csv",
+        example=f"{RESULTS}/examples/{{splitdir}}bicubic_x{{scale}}.npz",
     wildcard_constraints:
         scale="[234]",
+        splitdir=SPLIT_DIR_RE,
     params:
         store=lambda wc, input: os.path.dirname(input.index),
         evaluate=config["evaluate"],
         code=code("evaluate"),
     log:
-        f"{LOGS}/evaluate/bicubic_x{{scale}}.log",
+        f"{LOGS}/evaluate/{{splitdir}}bicubic_x{{scale}}.log",
     benchmark:
-        f"{BENCH}/evaluate/bicubic_x{{scale}}.tsv"
+        f"{BENCH}/evaluate/{{splitdir}}bicubic_x{{scale}}.tsv"
     conda:
         "../envs/mrsr.yaml"
     shell:
@@ -28,16 +31,18 @@ rule evaluate_bicubic:
 
 rule evaluate_model:
     input:
-        weights=f"{MODELS}/{{job}}_x{{scale}}.safetensors",
+        weights=f"{MODELS}/{{splitdir}}{SEED_DIR}/{{job}}_x{{scale}}.safetensors",
         index=rules.ingest.output.index,
-        split=SPLIT,
+        split=f"{PREPARED}/{{splitdir}}split.csv",
         config=ancient(CONFIG),
     output:
-        csv=f"{RESULTS}/metrics/per_image/{{job}}_x{{scale}}.csv",
-        example=f"{RESULTS}/examples/{{job}}_x{{scale}}.npz",
+        csv=f"{RESULTS}/metrics/per_image/{{splitdir}}{SEED_DIR}/{{job}}_x{{scale}}.csv",
+        example=f"{RESULTS}/examples/{{splitdir}}{SEED_DIR}/{{job}}_x{{scale}}.npz",
     wildcard_constraints:
         job="(?!bicubic)[a-z0-9]+(_(single|double|multi))?",
         scale="[234]",
+        seed=SEED_RE,
+        splitdir=SPLIT_DIR_RE,
     params:
         store=lambda wc, input: os.path.dirname(input.index),
         evaluate=config["evaluate"],
@@ -46,9 +51,9 @@ rule evaluate_model:
         code=code("evaluate"),
     threads: whole_machine()
     log:
-        f"{LOGS}/evaluate/{{job}}_x{{scale}}.log",
+        f"{LOGS}/evaluate/{{splitdir}}{SEED_DIR}/{{job}}_x{{scale}}.log",
     benchmark:
-        f"{BENCH}/evaluate/{{job}}_x{{scale}}.tsv"
+        f"{BENCH}/evaluate/{{splitdir}}{SEED_DIR}/{{job}}_x{{scale}}.tsv"
     conda:
         "../envs/mrsr.yaml"
     shell:
@@ -57,9 +62,10 @@ rule evaluate_model:
         " --out {output.csv} --example {output.example} > {log} 2>&1"
 
 
+# One row per (method, strategy, scale) of the profile's split: mean and spread over the seeds.
 rule summarize:
     input:
-        [f"{RESULTS}/metrics/per_image/{name}.csv" for name in EVALUATIONS],
+        PER_IMAGE,
     output:
         summary=report(f"{RESULTS}/metrics/summary.csv", category="Tables", caption="../report/summary.rst"),
         headline=f"{RESULTS}/metrics/headline.json",
@@ -78,3 +84,4 @@ rule summarize:
 rule evaluate_all:
     input:
         rules.summarize.output,
+        LEAKAGE_PER_IMAGE,  # the leakage check's evaluations, which the report compares

@@ -6,10 +6,15 @@ rule report:
     input:
         config=ancient(CONFIG),
         summary=rules.summarize.output.summary,
-        per_image=[f"{RESULTS}/metrics/per_image/{name}.csv" for name in EVALUATIONS],
-        examples=[f"{RESULTS}/examples/{name}.npz" for name in EVALUATIONS],
-        histories=[f"{MODELS}/{job.name}.history.csv" for job in JOBS],
-        split=rules.split.output.summary,
+        # every seed's per-image metrics (Tables 1-2's paired intervals average a slice over the seeds);
+        # Figure 3's examples and the training curves of each job's first seed
+        per_image=PER_IMAGE,
+        examples=EXAMPLES,
+        histories=[f"{MODELS}/{seed_dir(seed)}/{job.name}.history.csv" for job, seed in FIRST_RUNS],
+        split=f"{PREPARED}/split.json",
+        # the leakage check (section "Series vs patient split"): its evaluations and split by patient
+        leakage_per_image=LEAKAGE_PER_IMAGE,
+        leakage_split=[LEAKAGE_SPLIT] if LEAKAGE else [],
         ingest=rules.ingest.output.summary,
         rejected=rules.ingest.output.rejected,
         timing=rules.timing.output.table,
@@ -21,6 +26,8 @@ rule report:
     params:
         # The report shows the whole configuration: any change to it re-renders the report.
         config=CONFIG_TEXT,
+        leakage=lambda wc, input: (f"--leakage-split {input.leakage_split} --leakage-per-image {input.leakage_per_image}"
+                                   if LEAKAGE else ""),
         code=code("report"),
     log:
         f"{LOGS}/report.log",
@@ -32,4 +39,4 @@ rule report:
         "mrsr report --config {input.config} --summary {input.summary} --per-image {input.per_image}"
         " --examples {input.examples} --histories {input.histories} --split-summary {input.split}"
         " --ingest {input.ingest} --rejected {input.rejected} --timing {input.timing} --machine {input.machine}"
-        " --loss-plot {output.loss} --psnr-plot {output.psnr} --out {output.html} > {log} 2>&1"
+        " {params.leakage} --loss-plot {output.loss} --psnr-plot {output.psnr} --out {output.html} > {log} 2>&1"

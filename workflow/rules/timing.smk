@@ -4,7 +4,8 @@
 
 rule timing:
     input:
-        weights=[f"{MODELS}/{job.name}.safetensors" for job in JOBS],
+        # Each job's first seed: Table 3 times one model per job.
+        weights=[f"{MODELS}/{seed_dir(seed)}/{job.name}.safetensors" for job, seed in FIRST_RUNS],
         index=rules.ingest.output.index,
         split=SPLIT,
         config=ancient(CONFIG),

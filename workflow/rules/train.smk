@@ -1,21 +1,26 @@
-# One training job per (model, strategy, scale). Code: src/mrsr/train.py, models in src/mrsr/models/.
+# One training job per (model, strategy, scale) and seed. Code: src/mrsr/train.py, models in src/mrsr/models/.
+# Each seed of train.seeds is a run of its own under models/<profile>/seed<k>/ (SEED_DIR, common.smk);
+# {splitdir} "by-patient/": the leakage check's runs on the split by patient.
 
 
 rule train:
     input:
-        patches=f"{PREPARED}/patches/x{{scale}}.npz",
+        patches=f"{PREPARED}/{{splitdir}}patches/x{{scale}}.npz",
         config=ancient(CONFIG),
     output:
-        weights=f"{MODELS}/{{job}}_x{{scale}}.safetensors",
-        sidecar=f"{MODELS}/{{job}}_x{{scale}}.json",
-        history=f"{MODELS}/{{job}}_x{{scale}}.history.csv",
+        weights=f"{MODELS}/{{splitdir}}{SEED_DIR}/{{job}}_x{{scale}}.safetensors",
+        sidecar=f"{MODELS}/{{splitdir}}{SEED_DIR}/{{job}}_x{{scale}}.json",
+        history=f"{MODELS}/{{splitdir}}{SEED_DIR}/{{job}}_x{{scale}}.history.csv",
     wildcard_constraints:
         job="[a-z0-9]+(_(single|double|multi))?",
         scale="[234]",
+        seed=SEED_RE,
+        splitdir=SPLIT_DIR_RE,
     params:
-        # The job's own settings (global `train` plus its experiment's overrides) and its model's
-        # options: a change to them reruns this job and no other.
-        train=lambda wc: job_train_settings(config, Job.from_name(f"{wc.job}_x{wc.scale}")),
+        # The run's own settings (global `train` plus its experiment's overrides, with this seed) and
+        # its model's options: a change to them reruns this run and no other; adding a seed to
+        # train.seeds adds runs and reruns none.
+        train=lambda wc: job_train_settings(config, Job.from_name(f"{wc.job}_x{wc.scale}"), seed=int(wc.seed)),
         model=lambda wc: config["model"].get(wc.job.split("_")[0], {}),
         threads=cpu_threads,
         code=code("train"),
@@ -29,16 +34,18 @@ rule train:
         runtime=lambda wc: 60 if config["profile"] == "paper" else 30,
         mem_mb=8000,
     log:
-        f"{LOGS}/train/{{job}}_x{{scale}}.log",
+        f"{LOGS}/train/{{splitdir}}{SEED_DIR}/{{job}}_x{{scale}}.log",
     benchmark:
-        f"{BENCH}/train/{{job}}_x{{scale}}.tsv"
+        f"{BENCH}/train/{{splitdir}}{SEED_DIR}/{{job}}_x{{scale}}.tsv"
     conda:
         "../envs/mrsr.yaml"
     shell:
-        "mrsr train --job {wildcards.job}_x{wildcards.scale} --patches {input.patches} --config {input.config}"
-        " --threads {params.threads} --out {output.weights} > {log} 2>&1"
+        "mrsr train --job {wildcards.job}_x{wildcards.scale} --seed {wildcards.seed} --patches {input.patches}"
+        " --config {input.config} --threads {params.threads} --out {output.weights} > {log} 2>&1"
 
 
 rule train_all:
     input:
-        [f"{MODELS}/{job.name}.safetensors" for job in JOBS],
+        [f"{MODELS}/{seed_dir(seed)}/{job.name}.safetensors" for job, seed in RUNS],
+        # the leakage check's runs on the split by patient
+        [f"{MODELS}/{BY_PATIENT}{seed_dir(seed)}/{job.name}.safetensors" for job, seed in LEAKAGE_RUNS],

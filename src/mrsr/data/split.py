@@ -7,7 +7,10 @@ on one side: co-registered series of one patient share anatomy, so a series spli
 
 Writes split.csv: one row per series with ``series_key, patient_id, split (train|test|unused),
 n_slices, norm``, where ``norm`` is the series' maximum intensity, the constant every stage divides
-by to work on [0, 1] intensities; and split.json with the counts.
+by to work on [0, 1] intensities; and split.json with the counts, including how many test patients
+also have a series in training (``test_patients_in_train``: what a split by series lets leak).
+``--by`` overrides ``split.by`` (the workflow's leakage check makes a split by patient beside the
+paper's split by series, with the same seed and counts).
 """
 
 from __future__ import annotations
@@ -66,21 +69,26 @@ def summarize(series: pd.DataFrame, by: str, seed: int) -> dict:
         part = series[series["split"] == name]
         counts[name] = {"series": int(len(part)), "patients": int(part["patient_id"].nunique()),
                         "slices": int(part["n_slices"].sum())}
-    return {"by": by, "seed": seed, **counts}
+    train_patients = set(series.loc[series["split"] == "train", "patient_id"])
+    test_patients = set(series.loc[series["split"] == "test", "patient_id"])
+    return {"by": by, "seed": seed, **counts, "test_patients_in_train": len(test_patients & train_patients)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", required=True, type=existing_dir, help="slice store folder (mrsr ingest)")
     parser.add_argument("--config", required=True, type=Path, help="workflow config (its split section)")
     parser.add_argument("--out", required=True, type=output_file, help="split.csv to write (split.json beside it)")
+    parser.add_argument("--by", choices=["series", "patient"], help="split unit (default: the config's split.by)")
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)["split"]
-    series = make_split(read_index(args.store), cfg["by"], cfg["seed"],
+    by = args.by or cfg["by"]
+    series = make_split(read_index(args.store), by, cfg["seed"],
                         cfg.get("train_sequences", 24), cfg.get("test_sequences", 28))
     write_csv(args.out, series)
-    summary = summarize(series, cfg["by"], cfg["seed"])
+    summary = summarize(series, by, cfg["seed"])
     write_json(args.out.with_suffix(".json"), summary)
-    print(f"split by {cfg['by']}: {summary['train']['series']} train / {summary['test']['series']} test series")
+    print(f"split by {by}: {summary['train']['series']} train / {summary['test']['series']} test series, "
+          f"{summary['test_patients_in_train']} of {summary['test']['patients']} test patients also in training")
     return 0
