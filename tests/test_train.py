@@ -141,6 +141,9 @@ def test_checkpoint_is_one_file_with_its_fingerprint(tmp_path, patches, tiny_con
     (lambda c: c["train"].update(lr=c["train"]["lr"] / 10), False, "train.lr"),
     (lambda c: c["train"].update(batch_size=4), False, "train.batch_size"),
     (lambda c: c["model"]["proposed"].update(features=4), False, "model_options.features"),
+    (lambda c: c["train"].update(param_groups={"last": 0.5}), False, "train.param_groups"),  # a recipe change
+    (lambda c: c["train"].update(init={"last": "zero"}), False, "train.init"),
+    (lambda c: c["train"].update(recipe="a note"), True, None),  # the source note is not fingerprinted
     (lambda c: c["train"].update(epochs=3, threads=2), True, None),  # a longer run resumes
 ])
 def test_checkpoint_of_other_settings_restarts_saying_why(tmp_path, patches, tiny_config, capsys, change, resumes, named):
