@@ -105,3 +105,40 @@ def test_snakemake_stops_at_once_naming_the_key(root, default_config, tmp_path):
     )
     assert result.returncode != 0
     assert "config key 'train.epochs'" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "recipe,message",
+    [
+        ({"param_groups": {"last": -0.1}}, r"'experiments.3.train.param_groups.last': -0.1 is less than the minimum"),
+        ({"param_groups": {"head": 0.1}}, r"'experiments.3.train.param_groups'.*'head'"),
+        ({"param_groups": {"last": "slow"}}, r"'experiments.3.train.param_groups.last': 'slow' is not of type"),
+        ({"param_groups": {"fusion": 0.1}}, r"'experiments.3.train.param_groups.fusion': model 'srcnn' has no parameter "
+                                            r"group 'fusion'.*its groups: body, last"),
+        ({"init": {"last": "ones"}}, r"'experiments.3.train.init.last': 'ones' is not one of"),
+        ({"init": {"upsample": "he"}}, r"'experiments.3.train.init.upsample': model 'srcnn' has no parameter group"),
+        ({"init": {"last": "bicubic"}}, r"'experiments.3.train.init.last': 'bicubic' initialises a learned upsampling"),
+        ({"init_std": 0}, r"'experiments.3.train.init_std': 0 is less than or equal to the minimum"),
+        ({"schedule": "linear"}, r"'experiments.3.train.schedule': 'linear' is not one of"),
+        ({"lr_min_ratio": 2}, r"'experiments.3.train.lr_min_ratio': 2 is greater than the maximum of 1"),
+        ({"warmup_epochs": -1}, r"'experiments.3.train.warmup_epochs': -1 is less than the minimum"),
+        ({"warmup_epochs": 1.5}, r"'experiments.3.train.warmup_epochs': 1.5 is not of type 'integer'"),
+        ({"loss_reduction": "max"}, r"'experiments.3.train.loss_reduction': 'max' is not one of"),
+        ({"recipe": ""}, r"'experiments.3.train.recipe'"),
+    ],
+)
+def test_recipe_settings_are_checked(root, default_config, recipe, message):
+    cfg = copy.deepcopy(default_config)
+    assert cfg["experiments"][3]["model"] == "srcnn"
+    cfg["experiments"][3]["train"] = {**(cfg["experiments"][3].get("train") or {}), **recipe}
+    with pytest.raises(ConfigError, match=message):
+        validate_config(cfg, base_dir=root)
+
+
+def test_a_global_group_that_some_model_lacks_names_the_global_key(root, default_config):
+    cfg = copy.deepcopy(default_config)
+    cfg["train"]["param_groups"] = {"fusion": 0.5}  # proposed/multi has it; srcnn does not
+    bad = next(i for i, e in enumerate(cfg["experiments"]) if "param_groups" not in (e.get("train") or {})
+               and e["model"] != "proposed")
+    with pytest.raises(ConfigError, match=rf"'train.param_groups.fusion': model .* \(experiment {bad}\)"):
+        validate_config(cfg, base_dir=root)

@@ -218,3 +218,65 @@ def test_zero_residual_init_starts_at_the_interpolation(name):
         torch.testing.assert_close(model(lr), start, rtol=0, atol=0)
     with pytest.raises(ValueError, match="residual_init"):
         build_model(name, 2, None, residual_init="ones")
+
+
+# --- named parameter groups and initialisation per group (train.param_groups, train.init) ---------
+
+@pytest.mark.parametrize("config", CONFIGS, ids=_id)
+def test_parameter_groups_cover_every_parameter_exactly_once(config: tuple[str, int, str | None]) -> None:
+    name, scale, strategy = config
+    model = build_model(name, scale, strategy)
+    groups = model.param_groups()
+    assert tuple(groups) == type(model).GROUPS == MODEL_REGISTRY[name].groups  # the same names always
+    assert set(groups) <= {"body", "last", "upsample", "fusion"}
+    grouped = [id(p) for params in groups.values() for p in params]
+    assert len(grouped) == len(set(grouped)), "a parameter in two groups"
+    assert set(grouped) == {id(p) for p in model.parameters()}, "a parameter in no group"
+    if model.trainable:
+        assert groups["body"] and groups["last"]
+
+
+def test_last_group_is_the_reconstruction_layer() -> None:
+    """'last' means the same layer role in every model: the one that writes the image (or residual)."""
+    expected = {"srcnn": "reconstruct", "fsrcnn": "deconv", "espcn": "conv3", "decnn": "body.19",
+                "fscwn": "reconstruct", "proposed": "feature_deconv"}
+    for name, layer in expected.items():
+        model = build_model(name, 2, MODEL_REGISTRY[name].strategies[0])
+        names = {id(p): n for n, p in model.named_parameters()}
+        assert {names[id(p)].rsplit(".", 1)[0] for p in model.param_groups()["last"]} == {layer}, name
+    single = build_model("proposed", 2, "single").param_groups()
+    assert single["upsample"] == [] and single["fusion"] == []
+
+
+def test_init_per_group() -> None:
+    torch.manual_seed(0)
+    model = build_model("srcnn", 2)
+    model.apply_init({"all": "gaussian"}, std=1e-3)
+    assert all(float(p.detach().std()) < 2e-3 for n, p in model.named_parameters() if n.endswith("weight"))
+    assert all(float(p.detach().abs().max()) == 0 for n, p in model.named_parameters() if n.endswith("bias"))
+    fsrcnn = build_model("fsrcnn", 3)  # as published: He convolutions, Gaussian deconvolution
+    he = fsrcnn.body[0].weight.detach().clone()
+    fsrcnn.apply_init({"last": "gaussian"}, std=1e-3)
+    assert float(fsrcnn.deconv.weight.detach().std()) < 2e-3 and torch.equal(fsrcnn.body[0].weight, he)
+    assert float(fsrcnn.body[1].weight.detach()[0]) == 0.25  # PReLU slopes are not re-initialised
+    # 'zero' on 'last' is residual_init='zero'; 'bicubic' on 'upsample' is the bicubic deconvolution
+    for name in ("decnn", "fscwn"):
+        torch.manual_seed(0)
+        a = build_model(name, 2, None, residual_init="zero")
+        torch.manual_seed(0)
+        b = build_model(name, 2, None)
+        b.apply_init({"last": "zero"})
+        for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert ka == kb and torch.equal(va, vb), ka
+    torch.manual_seed(0)
+    a = build_model("proposed", 3, "double", features=8, units=2, image_deconv_init="bicubic")
+    torch.manual_seed(0)
+    b = build_model("proposed", 3, "double", features=8, units=2)
+    b.apply_init({"upsample": "bicubic"})
+    assert torch.equal(a.image_deconv.weight, b.image_deconv.weight)
+    with pytest.raises(ValueError, match="one-channel transposed convolutions"):
+        b.apply_init({"last": "bicubic"})
+    with pytest.raises(ValueError, match="no parameter group 'fusion'"):
+        build_model("srcnn", 2).apply_init({"fusion": "he"})
+    with pytest.raises(ValueError, match="init scheme"):
+        build_model("srcnn", 2).apply_init({"all": "ones"})

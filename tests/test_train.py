@@ -141,6 +141,9 @@ def test_checkpoint_is_one_file_with_its_fingerprint(tmp_path, patches, tiny_con
     (lambda c: c["train"].update(lr=c["train"]["lr"] / 10), False, "train.lr"),
     (lambda c: c["train"].update(batch_size=4), False, "train.batch_size"),
     (lambda c: c["model"]["proposed"].update(features=4), False, "model_options.features"),
+    (lambda c: c["train"].update(param_groups={"last": 0.5}), False, "train.param_groups"),  # a recipe change
+    (lambda c: c["train"].update(init={"last": "zero"}), False, "train.init"),
+    (lambda c: c["train"].update(recipe="a note"), True, None),  # the source note is not fingerprinted
     (lambda c: c["train"].update(epochs=3, threads=2), True, None),  # a longer run resumes
 ])
 def test_checkpoint_of_other_settings_restarts_saying_why(tmp_path, patches, tiny_config, capsys, change, resumes, named):
@@ -224,3 +227,96 @@ def test_lr_size_larger_than_the_images_names_the_key(tmp_path):
     assert len(make_patches(tmp_path / "store", split, 2, 14, 11, 0, 0)["lr"]) > 0
     with pytest.raises(ConfigError, match=r"'patches.x2.lr_size': 19 gives no patch: .* at most 18 x 20"):
         make_patches(tmp_path / "store", split, 2, 19, 11, 0, 0)
+
+
+# ------------------------------------------------ per-model recipes (issue #13) -------------------
+def test_parameter_groups_get_their_configured_rates():
+    """SRCNN as published: 1e-4 for the first two layers, 1e-5 (x 0.1) for the last."""
+    from mrsr.train import make_optimizer
+
+    model = build_model("srcnn", 2)
+    cfg = TrainConfig(optimizer="sgd", lr=1e-4, momentum=0.9, weight_decay=0.0, param_groups={"last": 0.1})
+    optimizer = make_optimizer(model, cfg)
+    rates = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    assert rates == pytest.approx({"body": 1e-4, "last": 1e-5})
+    ids = {g["name"]: {id(p) for p in g["params"]} for g in optimizer.param_groups}
+    assert ids["last"] == {id(model.reconstruct.weight), id(model.reconstruct.bias)}
+    assert all(g["momentum"] == 0.9 for g in optimizer.param_groups)
+    # proposed/single: empty groups (no image deconvolution, no fusion weights) get no optimiser group
+    single = make_optimizer(build_model("proposed", 2, "single", features=8, units=2),
+                            TrainConfig(optimizer="adam", lr=1e-3, param_groups={"upsample": 0.5, "fusion": 2.0}))
+    assert [g["name"] for g in single.param_groups] == ["body", "last"]
+    with pytest.raises(ValueError, match="has no group 'upsample'"):
+        make_optimizer(build_model("espcn", 2), TrainConfig(param_groups={"upsample": 0.1}))
+
+
+def test_schedules_per_step():
+    from mrsr.train import LrSchedule
+
+    step = LrSchedule("step", steps_per_epoch=10, epochs=30, lr_step_epochs=10, lr_gamma=0.1)
+    assert [step(s) for s in (0, 99, 100, 199, 200)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+    cosine = LrSchedule("cosine", steps_per_epoch=10, epochs=10, lr_min_ratio=0.01, warmup_epochs=1)
+    assert [cosine(s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])  # linear warm-up
+    assert cosine(10) == pytest.approx(1.0) and cosine(99) == pytest.approx(0.01)
+    assert cosine(10) > cosine(50) > cosine(99)
+
+
+def test_sum_reduction_is_the_mean_times_the_patch_pixels():
+    from mrsr.fastpath import FastPath
+
+    torch.manual_seed(0)
+    lr, hr = torch.rand(4, 1, 14, 14), torch.rand(4, 1, 27, 27)
+    losses = []
+    for reduction in ("mean", "sum"):
+        torch.manual_seed(1)
+        model = build_model("espcn", 2)
+        step = make_train_step(model, torch.optim.SGD(model.parameters(), lr=0.0), FastPath(False, False, None),
+                               torch.device("cpu"), loss_reduction=reduction)
+        losses.append(float(step(lr, hr, None)[0]))
+    assert losses[1] == pytest.approx(losses[0] * 27 * 27, rel=1e-5)
+
+
+def test_recipe_reaches_training_and_the_sidecar(tmp_path, patches, tiny_config):
+    tiny_config["experiments"] = [{"model": "srcnn", "scales": [2], "train": {
+        "optimizer": "sgd", "lr": 1e-4, "param_groups": {"last": 0.1}, "init": {"all": "gaussian"}, "init_std": 1e-3,
+        "loss_reduction": "sum", "schedule": "cosine", "lr_min_ratio": 0.1, "warmup_epochs": 1, "epochs": 3,
+        "recipe": "Dong et al. 2016"}}]
+    history = train(Job("srcnn", None, 2), patches, tmp_path / "s.safetensors", tiny_config)
+    assert [h["lr"] for h in history] == pytest.approx([1e-4 / 3, 1e-4, 1e-4 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * 3 / 5)))])
+    meta = json.loads((tmp_path / "s.json").read_text())
+    recipe = meta["recipe"]
+    assert recipe["optimizer"] == "sgd" and recipe["loss_reduction"] == "sum" and recipe["source"] == "Dong et al. 2016"
+    assert recipe["groups"]["body"]["lr"] == pytest.approx(1e-4) and recipe["groups"]["last"]["lr"] == pytest.approx(1e-5)
+    assert recipe["groups"]["last"]["parameters"] == 32 * 25 + 1
+    assert recipe["init"] == {"train": {"all": "gaussian"}, "std": 1e-3, "model_options": {}}
+    assert recipe["schedule"] == {"kind": "cosine", "warmup_epochs": 1, "lr_min_ratio": 0.1}
+    assert (recipe["epochs"], recipe["steps_per_epoch"], recipe["batch_size"]) == (3, 3, 8)
+    # where training started, beside bicubic on the same validation slices
+    assert meta["initial_val_psnr"] < meta["bicubic_val_psnr"]  # Gaussian 1e-3: the output starts near zero
+
+
+def test_table1_strategies_record_where_they_start(tmp_path, patches, tiny_config):
+    """Quick-profile init (bicubic image path, zero feature deconvolution): multi and double start as
+    bicubic; single has no image path and starts at zero. The sidecars say so."""
+    tiny_config["model"]["proposed"].update(image_deconv_init="bicubic", feature_deconv_init="zero")
+    tiny_config["train"].update(epochs=1, steps_per_epoch=1)
+    start = {}
+    for strategy in ("multi", "double", "single"):
+        tiny_config["experiments"] = [{"model": "proposed", "strategy": strategy, "scales": [2]}]
+        train(Job("proposed", strategy, 2), patches, tmp_path / f"{strategy}.safetensors", tiny_config)
+        meta = json.loads((tmp_path / f"{strategy}.json").read_text())
+        start[strategy] = meta["initial_val_psnr"] - meta["bicubic_val_psnr"]
+        assert meta["recipe"]["init"]["model_options"] == {"image_deconv_init": "bicubic", "feature_deconv_init": "zero"}
+    assert start["multi"] == pytest.approx(start["double"], abs=1e-3) and start["single"] < start["multi"] - 3
+
+
+def test_cosine_fingerprints_the_epochs(tmp_path, patches, tiny_config, capsys):
+    """A step schedule may be lengthened and resumed; a cosine one may not (its curve depends on the length)."""
+    tiny_config["train"].update(schedule="cosine")
+    job = Job("proposed", "multi", 2)
+    weights = tmp_path / "proposed_multi_x2.safetensors"
+    train(job, patches, weights, tiny_config, stop_after_epoch=1)
+    tiny_config["train"].update(epochs=3)
+    capsys.readouterr()
+    train(job, patches, weights, tiny_config)
+    assert "train.epochs 2 -> 3" in capsys.readouterr().out

@@ -98,7 +98,7 @@ def benchmark_job(job: Job, config: dict[str, Any], steps: int, warmup: int,
     pool = max(8 * cfg.batch_size, 1024)
     lr_all = torch.rand(pool, 1, lr_size, lr_size, device=device)
     hr_all = torch.rand(pool, 1, hr_size, hr_size, device=device)
-    step = make_train_step(model, make_optimizer(model, cfg, fast), fast, device)
+    step = make_train_step(model, make_optimizer(model, cfg, fast), fast, device, loss_reduction=cfg.loss_reduction)
     clip = cfg.clip_theta
     order = torch.randint(0, pool, ((warmup + steps) * cfg.batch_size,), device=device)
 

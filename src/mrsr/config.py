@@ -121,6 +121,7 @@ def validate_config(config: dict[str, Any], base_dir: str | Path | None = None) 
             if s not in config["scales"]:
                 raise ConfigError(f"config key 'experiments.{i}.scales': scale {s} is not in 'scales' "
                                   f"{config['scales']} (no patches are made for it); add it there or remove it here")
+        check_recipe_groups(exp["model"], config["train"], exp.get("train") or {}, i)
     leakage = config.get("leakage")
     if leakage:
         try:
@@ -134,6 +135,33 @@ def validate_config(config: dict[str, Any], base_dir: str | Path | None = None) 
             raise ConfigError("config key 'leakage': the check compares the split by series with one by patient, "
                               "but split.by is already 'patient'; set leakage: null")
     return config
+
+
+def check_recipe_groups(model: str, global_train: dict[str, Any], overrides: dict[str, Any], index: int) -> None:
+    """Check that ``param_groups`` and ``init`` name only groups ``model`` has (ModelSpec.groups), and
+    that ``bicubic`` initialises only an ``upsample`` group.
+
+    Args:
+        model: the experiment's registry name.
+        global_train: the ``train`` section; ``overrides``: the experiment's ``train:``, which
+            replaces either mapping whole.
+        index: the experiment's position, for the key in the message.
+
+    Raises:
+        ConfigError: naming the key, the model and the groups it has.
+    """
+    from mrsr.models import MODEL_REGISTRY  # deferred: torch is imported only when a model is named
+
+    groups = MODEL_REGISTRY[model].groups
+    for field in ("param_groups", "init"):
+        where = f"experiments.{index}.train" if field in overrides else "train"
+        for name, value in ((overrides if field in overrides else global_train).get(field) or {}).items():
+            if name != "all" and name not in groups:
+                raise ConfigError(f"config key '{where}.{field}.{name}': model {model!r} has no parameter group "
+                                  f"{name!r} (experiment {index}); its groups: {', '.join(groups) or 'none'}")
+            if field == "init" and value == "bicubic" and name != "upsample":
+                raise ConfigError(f"config key '{where}.init.{name}': 'bicubic' initialises a learned upsampling "
+                                  "(group 'upsample') only")
 
 
 def file_sha256(path: str | Path) -> str:

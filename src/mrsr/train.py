@@ -2,7 +2,14 @@
 
 One readable loop (nanoGPT style). The paper's protocol: He init, SGD momentum 0.9, weight decay
 1e-4, batch 128, 100 epochs, lr 0.1 divided by 10 every 20 epochs, adjustable gradient clipping
-(VDSR: the gradient norm is clipped to theta / lr). Every knob is a config key (``train.*``).
+(VDSR: the gradient norm is clipped to theta / lr). Every knob is a config key (``train.*``), and
+an experiment's ``train:`` overrides them for its jobs: that is how each baseline gets its own
+recipe (docs/models.md, "Training recipes"): learning rates per named parameter group
+(``param_groups``, :meth:`mrsr.models.base.SuperResolver.param_groups`), initialisation per group
+(``init``), a per-step ``step`` or ``cosine`` schedule with optional warm-up, and the loss reduction
+in which a published SGD rate is stated (``loss_reduction``). The weights sidecar records the
+effective recipe (``recipe``) and where training started (``initial_val_psnr`` beside
+``bicubic_val_psnr`` on the validation slices).
 
 - Batches are drawn by indexing tensors that live on the training device (no per-sample Python).
 - GPU fast path (``train.amp``, ``train.channels_last``, ``train.compile``), resolved per device in
@@ -86,23 +93,129 @@ class TrainConfig:
     channels_last: str = "auto"
     compile: str = "auto"
     checkpoint_every_s: float = 300.0
+    # --- the recipe beyond optimiser and rate (docs/models.md, "Training recipes") ---------------
+    # Learning-rate multiplier per named parameter group of the model (SuperResolver.param_groups),
+    # e.g. {"last": 0.1}; a group not named gets 1.
+    param_groups: dict[str, float] | None = None
+    # Initialisation per group, {all | GROUP: default | he | gaussian | zero | bicubic}, applied after
+    # the model's own (mrsr.models.base.INIT_SCHEMES); init_std is the Gaussian's standard deviation.
+    init: dict[str, str] | None = None
+    init_std: float = 1e-3
+    # Learning-rate schedule, a factor of lr per optimiser step: "step" (x lr_gamma every
+    # lr_step_epochs epochs) or "cosine" (from 1 down to lr_min_ratio at the last step), after
+    # warmup_epochs of linear warm-up (0: none).
+    schedule: str = "step"
+    lr_min_ratio: float = 0.0
+    warmup_epochs: int = 0
+    # "mean": 1/2 MSE averaged over the patch's pixels; "sum": summed over its pixels and averaged over
+    # the batch (Caffe's EuclideanLoss, MatConvNet's: the units of SRCNN's, FSRCNN's and VDSR's
+    # published SGD rates, which a mean loss would make hundreds of times smaller).
+    loss_reduction: str = "mean"
+    # Where the recipe comes from, one line (shown by the report; not part of the fingerprint).
+    recipe: str | None = None
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> TrainConfig:
         return cls(**section)
 
 
+@dataclass
+class LrSchedule:
+    """The factor of every group's base rate at optimiser step ``step`` (``LambdaLR``'s lambda).
+
+    A callable object rather than a closure, so ``LambdaLR.state_dict`` (the checkpoint) holds it.
+
+    Args:
+        kind: ``step`` or ``cosine``.
+        steps_per_epoch: optimiser steps per epoch.
+        epochs: epochs of the run (the cosine's length).
+        lr_step_epochs, lr_gamma: the step schedule.
+        lr_min_ratio: the cosine's final factor.
+        warmup_epochs: linear warm-up from 1/(warm-up steps) to 1 (both schedules).
+    """
+
+    kind: str
+    steps_per_epoch: int
+    epochs: int
+    lr_step_epochs: int = 20
+    lr_gamma: float = 0.1
+    lr_min_ratio: float = 0.0
+    warmup_epochs: int = 0
+
+    def __call__(self, step: int) -> float:
+        warmup = self.warmup_epochs * self.steps_per_epoch
+        if step < warmup:
+            return (step + 1) / warmup
+        if self.kind == "step":
+            return self.lr_gamma ** (step // self.steps_per_epoch // self.lr_step_epochs)
+        span = max(1, self.epochs * self.steps_per_epoch - warmup - 1)
+        progress = min(1.0, (step - warmup) / span)
+        return self.lr_min_ratio + (1 - self.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, steps_per_epoch: int) -> LrSchedule:
+        return cls(cfg.schedule, steps_per_epoch, cfg.epochs, cfg.lr_step_epochs, cfg.lr_gamma, cfg.lr_min_ratio,
+                   cfg.warmup_epochs)
+
+
+def optimizer_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """One optimiser parameter group per non-empty named group of ``model``, at ``lr x multiplier``.
+
+    Each group dict carries ``name`` (kept in the optimiser's and the checkpoint's state).
+
+    Raises:
+        ConfigError: ``train.param_groups`` names a group the model does not have.
+    """
+    named = model.param_groups() if hasattr(model, "param_groups") else {"body": list(model.parameters())}
+    multipliers = dict(cfg.param_groups or {})
+    unknown = sorted(set(multipliers) - set(named))
+    if unknown:
+        raise ConfigError(f"config key 'train.param_groups': {type(model).__name__} has no group "
+                          f"{', '.join(map(repr, unknown))}; its groups: {', '.join(named) or 'none'}")
+    return [{"params": params, "lr": cfg.lr * multipliers.get(name, 1.0), "name": name}
+            for name, params in named.items() if params]
+
+
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fast: FastPath | None = None) -> torch.optim.Optimizer:
-    """SGD or Adam per ``cfg``; fused into one kernel per step where ``fast`` says it is supported."""
+    """SGD or Adam per ``cfg``, one parameter group per named group of the model at its own rate
+    (:func:`optimizer_groups`); fused into one kernel per step where ``fast`` says it is supported."""
     extra = fast.optimizer_options() if fast is not None else {}
+    groups = optimizer_groups(model, cfg) or list(model.parameters())  # bicubic: torch's own refusal
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                               **extra)
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **extra)
+    return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
+
+
+def effective_recipe(model: SuperResolver, cfg: TrainConfig, options: dict[str, Any], steps_per_epoch: int
+                     ) -> dict[str, Any]:
+    """What a job was trained with, in one JSON-able dict (the weights sidecar's ``recipe``).
+
+    ``groups``: each named group's rate, multiplier and parameter count (empty groups left out);
+    ``init``: ``train.init`` over the model's own initialisation options (``model.<name>``).
+    """
+    named = model.param_groups()
+    multipliers = cfg.param_groups or {}
+    init = dict(cfg.init or {"all": "default"})
+    return {
+        "optimizer": cfg.optimizer, "lr": cfg.lr, "momentum": cfg.momentum if cfg.optimizer == "sgd" else None,
+        "weight_decay": cfg.weight_decay, "loss_reduction": cfg.loss_reduction,
+        "groups": {name: {"lr": cfg.lr * multipliers.get(name, 1.0), "multiplier": multipliers.get(name, 1.0),
+                          "parameters": sum(p.numel() for p in params)}
+                   for name, params in named.items() if params},
+        "init": {"train": init, "std": cfg.init_std if "gaussian" in init.values() else None,
+                 "model_options": {k: v for k, v in options.items() if k.endswith("_init")}},
+        "schedule": {"kind": cfg.schedule, "warmup_epochs": cfg.warmup_epochs,
+                     **({"lr_step_epochs": cfg.lr_step_epochs, "lr_gamma": cfg.lr_gamma} if cfg.schedule == "step"
+                        else {"lr_min_ratio": cfg.lr_min_ratio})},
+        "epochs": cfg.epochs, "steps_per_epoch": steps_per_epoch, "batch_size": cfg.batch_size,
+        "clip": None if cfg.clip_theta is None else {"theta": cfg.clip_theta, "adjustable": cfg.clip_adjustable},
+        "source": cfg.recipe,
+    }
 
 
 def make_train_step(model: SuperResolver, optimizer: torch.optim.Optimizer, fast: FastPath,
-                    device: torch.device, backend: str = "inductor", fullgraph: bool = False) -> Any:
+                    device: torch.device, backend: str = "inductor", fullgraph: bool = False,
+                    loss_reduction: str = "mean") -> Any:
     """Return ``step(lr, hr, clip) -> (loss, grad_norm)``, both 0-d tensors left on the device.
 
     Shared by ``mrsr train`` and ``mrsr benchmark-train`` so the benchmark measures the real loop.
@@ -115,14 +228,20 @@ def make_train_step(model: SuperResolver, optimizer: torch.optim.Optimizer, fast
         device: the training device.
         backend: ``torch.compile`` backend when ``fast.compile_mode`` is set (tests: ``aot_eager``).
         fullgraph: make a graph break an error instead of a silent split (tests).
+        loss_reduction: ``mean`` over pixels and batch, or ``sum`` over each patch's pixels and mean
+            over the batch (``train.loss_reduction``).
     """
+    if loss_reduction not in ("mean", "sum"):
+        raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
+
     def forward_loss(lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         # Sum over the model's loss outputs of 1/2 MSE to the HR patch (eqs. 5-7). Outputs are
         # n x the LR patch; the paper's HR patch is (m - 1) n + 1, their top-left part.
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast.bf16):
             outputs = model.loss_outputs(lr)
         p = hr.shape[-1]
-        return sum(0.5 * torch.mean((out[..., :p, :p].float() - hr) ** 2) for out in outputs)
+        pixels = hr.shape[-1] * hr.shape[-2] if loss_reduction == "sum" else 1  # sum/B = mean x pixels
+        return sum(0.5 * pixels * torch.mean((out[..., :p, :p].float() - hr) ** 2) for out in outputs)
 
     if fast.compile_mode:
         # Only the forward and the loss are compiled (AOTAutograd derives the backward); mode
@@ -177,7 +296,10 @@ def validation_psnr(model: SuperResolver, pairs: list[tuple[np.ndarray, np.ndarr
 CHECKPOINT_KEY = "mrsr_checkpoint"  # safetensors metadata key holding the JSON part
 # Settings that change neither what the finished epochs computed nor what the next one will: a run
 # may be made longer or moved to other hardware and still resume. Every other setting is fingerprinted.
-RESUMABLE_ACROSS = frozenset({"epochs", "threads", "device", "compile", "channels_last", "checkpoint_every_s"})
+# (``recipe`` is a note. ``epochs`` is fingerprinted after all under a cosine schedule, whose curve
+# depends on the run's length.)
+RESUMABLE_ACROSS = frozenset({"epochs", "threads", "device", "compile", "channels_last", "checkpoint_every_s",
+                              "recipe"})
 
 
 def run_fingerprint(job: Job, cfg: TrainConfig, options: dict[str, Any], lr_shape: tuple, hr_shape: tuple
@@ -191,7 +313,8 @@ def run_fingerprint(job: Job, cfg: TrainConfig, options: dict[str, Any], lr_shap
         options: the model builder's keyword arguments.
         lr_shape, hr_shape: shapes of the LR and HR patch arrays.
     """
-    train_settings = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_ACROSS}
+    train_settings = {k: v for k, v in asdict(cfg).items()
+                      if k not in RESUMABLE_ACROSS or (k == "epochs" and cfg.schedule == "cosine")}
     fingerprint = {"job": job.name, "model_options": options, "train": train_settings,
                    "patches": {"lr": list(lr_shape), "hr": list(hr_shape)}}
     return json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
@@ -205,7 +328,7 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, epoch: int, history: list[dict],
-                    fingerprint: dict[str, Any] | None = None) -> None:
+                    fingerprint: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> None:
     """Write the resumable state as ONE file, atomically: a kill leaves the previous checkpoint or
     this one, never weights of one epoch with the optimiser state of another.
 
@@ -215,6 +338,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         epoch: epochs done.
         history: one dict per epoch done.
         fingerprint: :func:`run_fingerprint` of the run (refused on resume when it differs).
+        extra: facts of the run's start that the sidecar reports (``initial_val_psnr``).
     """
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_state = optimizer.state_dict()
@@ -227,7 +351,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
                 scalars[f"{pid}.{key}"] = value
     meta = {"format": 2, "epoch": epoch, "history": history, "optim_scalars": scalars,
             "param_groups": opt_state["param_groups"], "scheduler": scheduler.state_dict(),
-            "fingerprint": fingerprint}
+            "fingerprint": fingerprint, "extra": extra or {}}
     with atomic_path(path, suffix=".safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={CHECKPOINT_KEY: json.dumps(meta, default=str)})
     path.with_suffix(".json").unlink(missing_ok=True)  # the sidecar of the old two-file format
@@ -235,8 +359,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device,
-                    fingerprint: dict[str, Any] | None = None) -> tuple[int, list[dict]] | None:
-    """Restore a checkpoint; returns (epochs done, history), or None (with the reason printed) when
+                    fingerprint: dict[str, Any] | None = None) -> tuple[int, list[dict], dict[str, Any]] | None:
+    """Restore a checkpoint; returns (epochs done, history, extra), or None (with the reason printed) when
     it cannot be resumed: unreadable, of the old two-file format, or written under another
     fingerprint (other settings, model options or patches: resuming would mix two runs).
 
@@ -268,7 +392,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         state.setdefault(int(pid), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     scheduler.load_state_dict(meta["scheduler"])
-    return int(meta["epoch"]), list(meta["history"])
+    return int(meta["epoch"]), list(meta["history"]), dict(meta.get("extra") or {})
 
 
 def run_timing(timing: dict[str, Any], history: list[dict], job: Job, options: dict[str, Any],
@@ -320,7 +444,13 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
     torch.manual_seed(cfg.seed)
     fast.apply()  # cuDNN autotuning off and deterministic algorithms on when train.deterministic
     options = model_options(config, job.model)
-    model = build_model(job.model, job.scale, job.strategy, **options).to(device)
+    model = build_model(job.model, job.scale, job.strategy, **options)
+    if cfg.init:
+        try:
+            model.apply_init(cfg.init, cfg.init_std)
+        except ValueError as exc:
+            raise ConfigError(f"config key 'train.init' of {job.name}: {exc}") from exc
+    model = model.to(device)
     if fast.channels_last:
         model = model.to(memory_format=torch.channels_last)
     checkpoint = checkpoint or weights_out.with_name(weights_out.stem + ".ckpt.safetensors")
@@ -341,15 +471,22 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
     border = border_pixels(config, job.scale)
 
     optimizer = make_optimizer(model, cfg, fast)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma)
-    start, history = 0, []
+    schedule = LrSchedule.from_config(cfg, steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)  # stepped once per optimiser step
+    start, history, extra = 0, [], {}
     fingerprint = run_fingerprint(job, cfg, options, tuple(lr_all.shape), tuple(hr_all.shape))
     clean_stale_temporaries(checkpoint.parent)  # half-written checkpoints of killed runs
     resumed = load_checkpoint(checkpoint, model, optimizer, scheduler, device, fingerprint) if checkpoint.exists() else None
     if resumed is not None:
-        start, history = resumed
+        start, history, extra = resumed
         print(f"{job.name}: resuming after epoch {start} from {checkpoint}")
-    train_step = make_train_step(model, optimizer, fast, device)
+    else:
+        # Where training starts from, on the validation slices, beside bicubic on the same slices: the
+        # facts that say whether two jobs (Table 1's strategies) started alike, and how far one got.
+        extra = {"initial_val_psnr": validation_psnr(model, val_pairs, border, device),
+                 "bicubic_val_psnr": validation_psnr(build_model("bicubic", job.scale).to(device), val_pairs,
+                                                     border, device)}
+    train_step = make_train_step(model, optimizer, fast, device, loss_reduction=cfg.loss_reduction)
     sync_every = fast.sync_every
     print(f"{job.name}: {n} patches, {steps} steps of {cfg.batch_size} per epoch, device {device}, {fast}")
     # Where the time goes outside the steps (issue #12: a run took longer than the step rate says).
@@ -363,15 +500,18 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
         # Enough permutations to cover `steps` batches; each batch is a slice of indices on device.
         reps = math.ceil(steps * cfg.batch_size / n)
         order = torch.cat([torch.randperm(n, generator=gen) for _ in range(reps)]).to(device)
-        lr_now = optimizer.param_groups[0]["lr"]
-        clip = None if cfg.clip_theta is None else (cfg.clip_theta / lr_now if cfg.clip_adjustable else cfg.clip_theta)
+        lr_now = cfg.lr * schedule(scheduler.last_epoch)  # the base rate (multiplier 1) at this step
         losses, norms = [], []
         bar = tqdm(range(steps), desc=f"{job.name} epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not os.isatty(2))
         t_steps = time.perf_counter()
         for step in bar:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            # Adjustable clipping (VDSR): theta over the current base rate, which moves every step.
+            rate = cfg.lr * schedule(scheduler.last_epoch)
+            clip = None if cfg.clip_theta is None else (cfg.clip_theta / rate if cfg.clip_adjustable else cfg.clip_theta)
             loss, norm = train_step(lr_all[idx], hr_all[idx], clip)
+            scheduler.step()
             losses.append(loss)
             norms.append(norm)
             if timing["first_step_s"] is None:  # compilation (and CUDA-graph recording) happen here
@@ -394,7 +534,6 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
                     )
                 bar.set_postfix(loss=f"{recent[-1].item():.2e}")
         steps_s = time.perf_counter() - t_steps  # the last step's loss was read: the GPU is done
-        scheduler.step()
         t_val = time.perf_counter()
         val_psnr = validation_psnr(model, val_pairs, border, device)
         val_s = time.perf_counter() - t_val
@@ -413,7 +552,7 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
         if epoch + 1 < cfg.epochs and (stopping or time.monotonic() - last_checkpoint >= cfg.checkpoint_every_s):
             t_ckpt = time.perf_counter()
             row["seconds"] = t_ckpt - t0  # the checkpoint's history is complete up to here
-            save_checkpoint(checkpoint, model, optimizer, scheduler, epoch + 1, history, fingerprint)
+            save_checkpoint(checkpoint, model, optimizer, scheduler, epoch + 1, history, fingerprint, extra)
             row["checkpoint_s"] = time.perf_counter() - t_ckpt
             last_checkpoint = time.monotonic()
         row["seconds"] = time.perf_counter() - t0
@@ -426,6 +565,8 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
         "train": asdict(cfg), "config": config, "git_revision": git_revision(),
         "patches": {"file": str(patches), "count": n}, "device": str(device),
         "final_val_psnr": history[-1]["val_psnr"] if history else None,
+        **extra,  # initial_val_psnr, bicubic_val_psnr
+        "recipe": effective_recipe(model, cfg, options, steps),
         "torch": torch.__version__, "fast_path": asdict(fast),
         "timing": run_timing(timing, history, job, options, (lr_all.shape[-1], hr_all.shape[-1]), device),
     }

@@ -41,6 +41,8 @@ class ModelSpec:
         paper: the publication the model comes from.
         gpu_slots: its share of one GPU when training jobs share a card (Snakemake resource
             ``gpu_slots`` of rule ``train``; a card has :data:`GPU_SLOTS_PER_CARD`).
+        groups: the model class's parameter-group names (``SuperResolver.GROUPS``), which
+            ``train.param_groups`` and ``train.init`` may name (checked by :mod:`mrsr.config`).
     """
 
     builder: Callable[..., SuperResolver]
@@ -48,6 +50,7 @@ class ModelSpec:
     strategies: tuple[str | None, ...] = (None,)
     paper: str = ""
     gpu_slots: int = LIGHT
+    groups: tuple[str, ...] = ()
 
 
 
@@ -81,35 +84,41 @@ def _fscwn(scale: int, strategy: str | None = None, **options: Any) -> SuperReso
 
 
 MODEL_REGISTRY: dict[str, ModelSpec] = {
-    "bicubic": ModelSpec(_bicubic, paper="Keys, IEEE TASSP 1981 (MATLAB imresize)"),
+    "bicubic": ModelSpec(_bicubic, groups=Bicubic.GROUPS, paper="Keys, IEEE TASSP 1981 (MATLAB imresize)"),
     "proposed": ModelSpec(
         _proposed,
+        groups=MultiResolutionSR.GROUPS,
         strategies=STRATEGIES,
         gpu_slots=HEAVY,
         paper="Multi-resolution learning CNN for MR super-resolution (this reproduction's paper)",
     ),
     "srcnn": ModelSpec(
         _srcnn,
+        groups=SRCNN.GROUPS,
         paper="Dong, Loy, He, Tang: Image super-resolution using deep convolutional networks, "
         "ECCV 2014 / IEEE TPAMI 38(2):295-307, 2016",
     ),
     "fsrcnn": ModelSpec(
         _fsrcnn,
+        groups=FSRCNN.GROUPS,
         paper="Dong, Loy, Tang: Accelerating the super-resolution convolutional neural network, ECCV 2016",
     ),
     "espcn": ModelSpec(
         _espcn,
+        groups=ESPCN.GROUPS,
         paper="Shi et al.: Real-time single image and video super-resolution using an efficient "
         "sub-pixel convolutional neural network, CVPR 2016",
     ),
     "decnn": ModelSpec(
         _decnn,
+        groups=DeCNN.GROUPS,
         gpu_slots=HEAVY,
         paper="Oktay et al.: Multi-input cardiac image super-resolution using convolutional neural "
         "networks, MICCAI 2016",
     ),
     "fscwn": ModelSpec(
         _fscwn,
+        groups=FSCWN.GROUPS,
         scales=(2,),
         gpu_slots=HEAVY,
         paper="Shi, Li, Ying, Wang, Liu, Zhang, Yan: MR image super-resolution via wide residual "

@@ -4,9 +4,27 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 
 import torch
 from torch import nn
+
+#: Initialisation schemes of ``train.init`` (per parameter group; :meth:`SuperResolver.apply_init`).
+#: ``default``: as the model builds itself (He, plus its own options such as ``residual_init``);
+#: ``he``: Kaiming normal (fan-in, ReLU gain), zero biases; ``gaussian``: N(0, std^2) weights (std:
+#: ``train.init_std``), zero biases (SRCNN's and FSRCNN's published init); ``zero``: weights and biases
+#: zero (a residual net's last layer: the net starts as its interpolation); ``bicubic``: a one-channel
+#: transposed convolution set to bicubic interpolation (an ``upsample`` group only).
+#: Only convolutions and transposed convolutions are (re)initialised; PReLU slopes and the proposed
+#: net's fusion weights keep their constructor values.
+INIT_SCHEMES = ("default", "he", "gaussian", "zero", "bicubic")
+#: Parameter-group names models may declare, with one meaning across models (docs/models.md):
+#: ``body`` the feature layers; ``last`` the reconstruction layer that writes the image or residual
+#: (SRCNN's 5x5, FSRCNN's deconvolution, ESPCN's sub-pixel convolution, de-CNN's and FSCWN's last
+#: convolution, the proposed net's feature deconvolution); ``upsample`` a learned interpolation of the
+#: LR image (de-CNN's deconvolution, the proposed net's image deconvolution); ``fusion`` the proposed
+#: net's branch weights w_i.
+GROUP_NAMES = ("body", "last", "upsample", "fusion")
 
 
 class SuperResolver(nn.Module, abc.ABC):
@@ -21,6 +39,9 @@ class SuperResolver(nn.Module, abc.ABC):
 
     #: whether the model has trainable parameters (bicubic has none).
     trainable: bool = True
+    #: the names :meth:`param_groups` returns, the same for every option and strategy (a group may be
+    #: empty, e.g. ``fusion`` of proposed/single); the registry's ``ModelSpec.groups`` reads it.
+    GROUPS: tuple[str, ...] = ("body",)
 
     def __init__(self, scale: int) -> None:
         super().__init__()
@@ -45,6 +66,75 @@ class SuperResolver(nn.Module, abc.ABC):
         paper for the proposed net; a single term for every other model).
         """
         return [self(lr)]
+
+    def layer_groups(self) -> dict[str, list[nn.Module | nn.Parameter | None]]:
+        """The modules (or bare parameters) of each named group, keys exactly :attr:`GROUPS`.
+
+        Subclasses override it; ``None`` members (a layer a strategy does not have) are skipped.
+        The default puts the whole model in ``body``.
+        """
+        return {"body": [self]}
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The trainable parameters by named group (keys :attr:`GROUPS`), each parameter in exactly one.
+
+        ``train.param_groups`` gives a learning-rate multiplier per name (e.g. ``{last: 0.1}``:
+        SRCNN's 1e-5 last layer under a 1e-4 body); :func:`mrsr.train.make_optimizer` builds one
+        optimiser group per non-empty name.
+        """
+        groups: dict[str, list[nn.Parameter]] = {}
+        for name, members in self.layer_groups().items():
+            params: list[nn.Parameter] = []
+            for member in members:
+                if member is None:
+                    continue
+                params.extend([member] if isinstance(member, nn.Parameter) else member.parameters())
+            groups[name] = params
+        return groups
+
+    def apply_init(self, init: Mapping[str, str], std: float = 1e-3) -> None:
+        """Re-initialise groups per ``train.init``: ``{all | GROUP: SCHEME}`` (:data:`INIT_SCHEMES`).
+
+        ``all`` is applied first, then each named group, so ``{all: gaussian, upsample: bicubic}``
+        means "Gaussian everywhere but the upsampling". ``default`` leaves a group as built.
+
+        Raises:
+            ValueError: an unknown group or scheme, or ``bicubic`` on a layer that is not a
+                one-channel transposed convolution.
+        """
+        groups = self.layer_groups()
+        for key, scheme in sorted(init.items(), key=lambda item: item[0] != "all"):
+            if scheme not in INIT_SCHEMES:
+                raise ValueError(f"init scheme must be one of {INIT_SCHEMES}, got {scheme!r}")
+            if key != "all" and key not in groups:
+                raise ValueError(f"{type(self).__name__} has no parameter group {key!r}; groups: {', '.join(groups)}")
+            if scheme == "default":
+                continue
+            members = [m for ms in groups.values() for m in ms] if key == "all" else groups[key]
+            for member in members:
+                if isinstance(member, nn.Module):
+                    for layer in member.modules():
+                        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+                            self._init_layer(layer, scheme, std, key)
+
+    def _init_layer(self, layer: nn.Conv2d | nn.ConvTranspose2d, scheme: str, std: float, group: str) -> None:
+        with torch.no_grad():
+            if scheme == "he":
+                nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
+            elif scheme == "gaussian":
+                nn.init.normal_(layer.weight, 0.0, std)
+            elif scheme == "zero":
+                nn.init.zeros_(layer.weight)
+            elif scheme == "bicubic":
+                if not (isinstance(layer, nn.ConvTranspose2d) and layer.weight.shape[:2] == (1, 1)
+                        and layer.stride == (self.scale, self.scale)):
+                    raise ValueError(f"init 'bicubic' needs one-channel transposed convolutions of stride "
+                                     f"{self.scale}; group {group!r} of {type(self).__name__} has {layer}")
+                from mrsr.models.proposed import bicubic_deconv_kernel  # proposed imports this module
+
+                layer.weight.copy_(bicubic_deconv_kernel(self.scale, layer.weight.shape[-1]))
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
 
     @staticmethod
     def init_residual(layer: nn.Module, how: str) -> None:

@@ -16,6 +16,11 @@ class Bicubic(SuperResolver):
     """
 
     trainable = False
+    GROUPS = ()
+
+    def layer_groups(self) -> dict:
+        """No parameters, no groups."""
+        return {}
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         """(B, 1, h, w) -> (B, 1, scale*h, scale*w)."""

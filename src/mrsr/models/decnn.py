@@ -66,6 +66,8 @@ class DeCNN(SuperResolver):
             for the proposed net's feature branch; a few CPU minutes cannot undo a random residual).
     """
 
+    GROUPS = ("upsample", "body", "last")
+
     def __init__(
         self,
         scale: int,
@@ -95,6 +97,10 @@ class DeCNN(SuperResolver):
             with torch.no_grad():
                 self.deconv.weight.copy_(bicubic_deconv_kernel(scale, kernel))
         self.init_residual(self.body[-1], residual_init)
+
+    def layer_groups(self) -> dict[str, list[nn.Module]]:
+        """``upsample``: the deconvolution; ``body``: the hidden convolutions; ``last``: the residual's."""
+        return {"upsample": [self.deconv], "body": list(self.body[:-1]), "last": [self.body[-1]]}
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         """Super-resolve.

@@ -37,6 +37,8 @@ class ESPCN(SuperResolver):
         activation: ``tanh`` (published) or ``relu``; no activation after the last layer.
     """
 
+    GROUPS = ("body", "last")
+
     def __init__(
         self,
         scale: int,
@@ -57,6 +59,10 @@ class ESPCN(SuperResolver):
         self.conv3 = nn.Conv2d(n2, scale * scale, f3, padding=f3 // 2)
         self.shuffle = nn.PixelShuffle(scale)
         self.init_weights()
+
+    def layer_groups(self) -> dict[str, list[nn.Module]]:
+        """``body``: the two hidden layers; ``last``: the sub-pixel convolution (n^2 maps)."""
+        return {"body": [self.conv1, self.conv2], "last": [self.conv3]}
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         """Super-resolve.

@@ -72,6 +72,8 @@ class FSCWN(SuperResolver):
             net starts as bicubic interpolation (the quick profile's choice).
     """
 
+    GROUPS = ("body", "last")
+
     def __init__(self, scale: int, features: int = 64, widths: Sequence[int] = DEFAULT_WIDTHS,
                  residual_init: str = "he") -> None:
         super().__init__(scale)
@@ -85,6 +87,10 @@ class FSCWN(SuperResolver):
         self.reconstruct = nn.Conv2d(features, 1, 3, padding=1)
         self.init_weights()
         self.init_residual(self.reconstruct, residual_init)
+
+    def layer_groups(self) -> dict[str, list[nn.Module]]:
+        """``body``: shallow network and wide blocks; ``last``: the reconstruction layer."""
+        return {"body": [self.shallow1, self.shallow2, self.blocks], "last": [self.reconstruct]}
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         """Super-resolve.

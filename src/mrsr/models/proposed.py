@@ -87,6 +87,8 @@ class MultiResolutionSR(SuperResolver):
         feature_deconv_init: ``he`` (paper) or ``zero``.
     """
 
+    GROUPS = ("body", "last", "upsample", "fusion")
+
     def __init__(
         self,
         scale: int,
@@ -118,6 +120,12 @@ class MultiResolutionSR(SuperResolver):
                 self.image_deconv.weight.copy_(bicubic_deconv_kernel(scale, deconv_kernel))
         if feature_deconv_init == "zero":
             nn.init.zeros_(self.feature_deconv.weight)
+
+    def layer_groups(self) -> dict[str, list[nn.Module | nn.Parameter | None]]:
+        """``body``: entry conv and residual units; ``last``: the feature deconvolution; ``upsample``:
+        the image deconvolution (empty for ``single``); ``fusion``: the w_i (empty but for ``multi``)."""
+        return {"body": [self.entry, self.body], "last": [self.feature_deconv], "upsample": [self.image_deconv],
+                "fusion": [self.branch_weights]}
 
     def features(self, lr: torch.Tensor) -> list[torch.Tensor]:
         """(B, 1, h, w) -> [U_1, ..., U_N], each (B, F, h, w)."""
