@@ -253,3 +253,24 @@ def test_the_leakage_section_compares_the_gains_on_both_splits(tmp_path, default
 
     config["leakage"] = None
     assert "No split-leakage check" in _section(render(config, build_results(tmp_path / "off", config), curves={}), "leakage")
+
+
+def test_the_report_prints_each_methods_training_recipe(full, tmp_path):
+    """The recipe table comes from the weights' sidecars the rule passes (one row per method)."""
+    import dataclasses
+
+    from test_recipes import _sidecar
+
+    config, inputs, *_ = full
+    sidecars = []
+    for meta in (_sidecar("srcnn", 2, source="Dong et al. 2016"), _sidecar("srcnn", 3, source="Dong et al. 2016"),
+                 {**_sidecar("espcn", 2), "final_val_psnr": 35.0}):
+        path = tmp_path / f"{meta['model']}_x{meta['scale']}.json"
+        path.write_text(json.dumps(meta))
+        sidecars.append(path)
+    html = render(config, dataclasses.replace(inputs, sidecars=sidecars))
+    table = re.search(r'<table id="recipes-data">(.*?)</table>', html, re.S).group(1)
+    assert table.count("<tr>") == 3  # header, srcnn, espcn
+    assert "Dong et al. 2016" in table and "x2: 17.00 / 36.50 / 36.00" in table and "x3:" in table
+    assert table.split("espcn")[1].count("below bicubic") == 1  # its validation PSNR ended under bicubic's
+    assert "No training recipes recorded" in render(config, inputs)

@@ -42,6 +42,8 @@ from mrsr.config import (Job, border_pixels, job_seeds, job_train_settings, leak
 from mrsr.errors import existing_file, output_file  # noqa: E402
 from mrsr.evaluate import summarize  # noqa: E402
 from mrsr.io import write_bytes, write_text  # noqa: E402
+from mrsr.recipes import COLUMNS as RECIPE_COLUMNS  # noqa: E402
+from mrsr.recipes import recipe_rows  # noqa: E402
 from mrsr.metrics import RECIPE, crop_border, psnr, ssim  # noqa: E402
 from mrsr.table3 import bf16_rows, size_labels, table3_rows  # noqa: E402
 from mrsr.weights import git_revision  # noqa: E402
@@ -507,6 +509,8 @@ class ReportInputs:
     # The leakage check (config key ``leakage``): per-image CSVs on the split by patient and its split.json.
     leakage_per_image: list[Path] = field(default_factory=list)
     leakage_split: Path | None = None
+    # The weights sidecars of each job's first seed: how each method was trained (its recipe).
+    sidecars: list[Path] = field(default_factory=list)
 
 
 def _stem(path: Path) -> str:
@@ -542,6 +546,7 @@ def render(config: dict[str, Any], inputs: ReportInputs, curves: dict[str, bytes
     leakage_split = json.loads(Path(inputs.leakage_split).read_text()) if inputs.leakage_split else None
     leakage = leakage_comparison(config, summary, per_image, list(inputs.leakage_per_image), split, leakage_split)
     seed_lists = {job.name: job_seeds(config, job) for job in jobs}
+    recipes = recipe_rows(json.loads(Path(p).read_text()) for p in inputs.sidecars)
     env = jinja2.Environment(loader=jinja2.PackageLoader("mrsr", "templates"), autoescape=jinja2.select_autoescape(),
                              undefined=jinja2.StrictUndefined)
     return env.get_template("report.html.j2").render(
@@ -556,7 +561,7 @@ def render(config: dict[str, Any], inputs: ReportInputs, curves: dict[str, bytes
         versions=versions(), hardware=hardware(), revision=git_revision(), jobs=[j.name for j in jobs],
         model_init=config.get("model", {}).get("proposed", {}), train=config["train"],
         table3=table3_rows(timing), table3_sizes=size_labels(timing), bf16=bf16_rows(timing),
-        timing_machine=machine, paper_table3_cpu=paper.TABLE3_CPU,
+        timing_machine=machine, paper_table3_cpu=paper.TABLE3_CPU, recipes=recipes, recipe_columns=RECIPE_COLUMNS,
     )
 
 
@@ -574,6 +579,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--leakage-per-image", nargs="*", default=[], type=existing_file,
                         help="per-image CSVs of the leakage check on the split by patient (bicubic and the job's seeds)")
     parser.add_argument("--leakage-split", type=existing_file, help="split.json of the leakage check's split by patient")
+    parser.add_argument("--sidecars", nargs="*", default=[], type=existing_file,
+                        help="weights sidecars (.json) of each job's first seed: the training-recipe table")
     parser.add_argument("--loss-plot", type=output_file, help="also write the training-loss figure here (PNG)")
     parser.add_argument("--psnr-plot", type=output_file, help="also write the validation-PSNR figure here (PNG)")
     parser.add_argument("--out", required=True, type=output_file, help="the HTML file to write")
@@ -584,7 +591,8 @@ def run(args: argparse.Namespace) -> int:
     inputs = ReportInputs(summary=args.summary, per_image=args.per_image, examples=args.examples,
                           histories=args.histories, split=args.split_summary, ingest=args.ingest,
                           rejected=args.rejected, timing=args.timing, machine=args.machine,
-                          leakage_per_image=args.leakage_per_image, leakage_split=args.leakage_split)
+                          leakage_per_image=args.leakage_per_image, leakage_split=args.leakage_split,
+                          sidecars=args.sidecars)
     curves = training_curves({_stem(p): pd.read_csv(p) for p in args.histories})
     for key, target in (("loss", args.loss_plot), ("val_psnr", args.psnr_plot)):
         if target is not None:

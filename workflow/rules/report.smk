@@ -11,6 +11,7 @@ rule report:
         per_image=PER_IMAGE,
         examples=EXAMPLES,
         histories=[f"{MODELS}/{seed_dir(seed)}/{job.name}.history.csv" for job, seed in FIRST_RUNS],
+        sidecars=[f"{MODELS}/{seed_dir(seed)}/{job.name}.json" for job, seed in FIRST_RUNS],
         split=f"{PREPARED}/split.json",
         # the leakage check (section "Series vs patient split"): its evaluations and split by patient
         leakage_per_image=LEAKAGE_PER_IMAGE,
@@ -37,6 +38,6 @@ rule report:
         "../envs/mrsr.yaml"
     shell:
         "mrsr report --config {input.config} --summary {input.summary} --per-image {input.per_image}"
-        " --examples {input.examples} --histories {input.histories} --split-summary {input.split}"
+        " --examples {input.examples} --histories {input.histories} --sidecars {input.sidecars} --split-summary {input.split}"
         " --ingest {input.ingest} --rejected {input.rejected} --timing {input.timing} --machine {input.machine}"
         " {params.leakage} --loss-plot {output.loss} --psnr-plot {output.psnr} --out {output.html} > {log} 2>&1"
