@@ -14,6 +14,7 @@ import resource
 import subprocess
 import sys
 import textwrap
+import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -87,6 +88,28 @@ def compressed_bomb_header(path: Path, rows: int = 4000, cols: int = 4000, frame
     return path
 
 
+def deflate_bomb(path: Path, inflated: int = (1 << 30) + (200 << 20)) -> Path:
+    """A deflated-transfer-syntax DICOM of about 1 MB whose data set inflates to ``inflated`` bytes
+    (zeros): pydicom would inflate it whole before reading one header element."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filewriter import write_file_meta_info
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = pydicom.uid.MRImageStorage
+    meta.MediaStorageSOPInstanceUID = new_uid()
+    meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    zeros = bytes(16 << 20)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(b"\0" * 128 + b"DICM")
+        write_file_meta_info(fh, meta, enforce_standard=True)
+        for _ in range(inflated // len(zeros)):
+            fh.write(deflater.compress(zeros))
+        fh.write(deflater.flush())
+    return path
+
+
 def lying_nifti(path: Path, shape: tuple[int, ...], dtype=np.int16, data_bytes: int = 100) -> Path:
     """A NIfTI whose header declares ``shape`` over ``data_bytes`` of voxel data (gzip when .gz)."""
     header = nib.Nifti1Header()
@@ -109,6 +132,7 @@ def hostile_folder(root: Path) -> dict[str, str]:
     lying_dicom(root / "short.dcm", 4000, 4000, 20)  # within the limits; 640 MB declared, 8 KB present
     cut_dicom(root / "cut.dcm")
     compressed_bomb_header(root / "bomb.dcm")
+    deflate_bomb(root / "deflated.dcm")
     lying_nifti(root / "wide.nii", (30000, 30000, 1))
     lying_nifti(root / "short.nii", (2000, 2000, 100))
     lying_nifti(root / "short.nii.gz", (2000, 2000, 100))
@@ -118,7 +142,7 @@ def hostile_folder(root: Path) -> dict[str, str]:
     over = "over the limit"
     held = "but the file holds only"
     return {"frames.dcm": over, "wide.dcm": over, "short.dcm": held, "cut.dcm": held,
-            "bomb.dcm": "RLE", "wide.nii": over, "short.nii": held, "short.nii.gz": held, "fourd.nii.gz": held}
+            "bomb.dcm": "RLE", "deflated.dcm": "decompression bomb", "wide.nii": over, "short.nii": held, "short.nii.gz": held, "fourd.nii.gz": held}
 
 
 CHILD = textwrap.dedent("""

@@ -96,6 +96,49 @@ def bytes_present(path: str | Path, upto: int) -> int:
     return total
 
 
+# A deflated DICOM data set (transfer syntax 1.2.840.10008.1.2.1.99) is inflated whole by pydicom
+# before any header can be read, so a small file can expand to gigabytes (a decompression bomb).
+# Its inflated size is counted first, in bounded chunks, against this cap: above the pixel bytes the
+# volume limit admits (2**29 voxels of 2 bytes) plus room for the header.
+DEFLATED_MAX_BYTES = 2 * DEFAULT_MAX_VOLUME_VOXELS + (64 << 20)
+
+
+def deflated_dicom_problem(path: str | Path, max_bytes: int = DEFLATED_MAX_BYTES) -> str | None:
+    """Why a deflated DICOM file must not be read (it inflates past ``max_bytes``), or None.
+
+    None as well for every file that is not a standard deflated DICOM file (pydicom then decides):
+    only the file meta group is parsed, and the deflated stream after it is inflated into chunks of
+    at most 16 MB that are counted and dropped, so memory stays flat whatever the file declares.
+    """
+    import zlib
+
+    import pydicom
+
+    try:
+        meta = pydicom.filereader.read_file_meta_info(path)
+        if meta.get("TransferSyntaxUID") != pydicom.uid.DeflatedExplicitVRLittleEndian:
+            return None
+        # preamble (128) + "DICM" (4) + the group length element (12, explicit VR UL) + the rest of group 2
+        offset = 128 + 4 + 12 + int(meta.FileMetaInformationGroupLength)
+    except Exception:  # no standard file meta: not ours to judge here
+        return None
+    inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while chunk := fh.read(1 << 20):
+            data = chunk
+            while data:
+                try:
+                    total += len(inflater.decompress(data, 16 << 20))
+                except zlib.error:
+                    return None  # corrupt stream: pydicom reports it
+                if total > max_bytes:
+                    return (f"deflated data set inflates to more than {max_bytes} bytes (a decompression bomb?); "
+                            "not read")
+                data = inflater.unconsumed_tail
+    return None
+
+
 def nifti_size_problem(image: Any, limits: SizeLimits) -> str | None:
     """Why a NIfTI image (loaded by nibabel: header only) cannot be read in memory, or None.
 

@@ -36,7 +36,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
 from mrsr.io import atomic_dir, atomic_path, list_files
-from mrsr.limits import SizeLimits, nifti_size_problem
+from mrsr.limits import SizeLimits, deflated_dicom_problem, nifti_size_problem
 
 DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
 SliceFn = Callable[[np.ndarray], np.ndarray]
@@ -148,6 +148,9 @@ def _read_header(path: Path, limits: SizeLimits = SizeLimits()) -> pydicom.Datas
     """The header of a DICOM file that can be super-resolved (pixel data located, not loaded), or SkipInput."""
     from mrsr.data.dicom import declared_size_problem
 
+    bomb = deflated_dicom_problem(path)  # a deflated data set is inflated whole by dcmread
+    if bomb:
+        raise SkipInput(bomb)
     try:
         # defer_size, not stop_before_pixels: the pixel data element is located (its length and
         # offset), so the declared size is checked against the bytes present before decoding
@@ -314,6 +317,9 @@ def _frames(ds: pydicom.Dataset) -> np.ndarray:
 
 
 def _read_full(path: Path) -> pydicom.Dataset:
+    bomb = deflated_dicom_problem(path)
+    if bomb:
+        raise SkipInput(bomb)
     try:
         ds = pydicom.dcmread(path)
     except Exception as exc:

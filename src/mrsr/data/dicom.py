@@ -51,7 +51,7 @@ from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from mrsr.limits import SizeLimits
+from mrsr.limits import SizeLimits, deflated_dicom_problem
 
 if TYPE_CHECKING:
     from mrsr.data.store import SeriesSlices, SliceStoreWriter
@@ -186,8 +186,19 @@ class _NotDicom(Exception):
 
 # ----------------------------------------------------------------------------------------------
 # pass 1: headers
+class _TooLarge(Exception):
+    """The file would inflate past what a reader may allocate (the message says why)."""
+
+
 def _read(path: str, **kwargs) -> Dataset:
-    """dcmread that also accepts preamble-less files, but only when they really look like DICOM."""
+    """dcmread that also accepts preamble-less files, but only when they really look like DICOM.
+
+    Raises:
+        _TooLarge: a deflated data set that inflates past :data:`mrsr.limits.DEFLATED_MAX_BYTES`.
+    """
+    problem = deflated_dicom_problem(path)
+    if problem:
+        raise _TooLarge(problem)
     try:
         return pydicom.dcmread(path, **kwargs)
     except InvalidDicomError:
@@ -365,6 +376,8 @@ def scan_dicom_file(path: str | Path, keep_dataset: bool = False, limits: SizeLi
         ds = _read(path, defer_size=4096)
     except _NotDicom:
         return Rejected(path, "not a DICOM file")
+    except _TooLarge as exc:
+        return Rejected(path, str(exc))
     except Exception as exc:
         return Rejected(path, f"corrupt or truncated DICOM header: {type(exc).__name__}: {exc}")
     try:
@@ -539,6 +552,8 @@ def decode_dicom_file(path: str | Path) -> np.ndarray | Rejected:
         info = pixel_info(ds)
     except _NotDicom:
         return Rejected(path, "not a DICOM file")
+    except _TooLarge as exc:
+        return Rejected(path, str(exc))
     except Exception as exc:
         return Rejected(path, f"truncated or corrupt pixel data ({syntax}): {type(exc).__name__}: {exc}")
     if arr.size != info.n_frames * info.rows * info.cols:
