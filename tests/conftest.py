@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -37,3 +38,14 @@ def tiny_config(default_config) -> dict:
     # but at one pass, since without bfloat16 instructions a pass is slow.
     cfg["timing"].update(runs=3, warmup=1, slices=1, sizes=["native"], bf16_runs=1, roofline_n=512)
     return cfg
+
+
+@pytest.fixture()
+def patches(tmp_path):
+    """A tiny x2 patch file (64 random 27x27 HR patches, their 14x14 decimations, one validation pair)."""
+    rng = np.random.default_rng(0)
+    hr = rng.random((64, 1, 27, 27)).astype(np.float32)
+    lr = hr[:, :, ::2, ::2][:, :, :14, :14].copy()
+    path = tmp_path / "x2.npz"
+    np.savez(path, lr=lr, hr=hr, val_lr_0=lr[0, 0], val_hr_0=np.pad(hr[0, 0], ((0, 1), (0, 1))))
+    return path

@@ -119,16 +119,6 @@ def test_summarize_refuses_a_seed_twice_and_seeds_on_other_slices(tmp_path):
         summarize([a, c])
 
 
-@pytest.fixture()
-def patches(tmp_path):
-    rng = np.random.default_rng(0)
-    hr = rng.random((64, 1, 27, 27)).astype(np.float32)
-    lr = hr[:, :, ::2, ::2][:, :, :14, :14].copy()
-    path = tmp_path / "x2.npz"
-    np.savez(path, lr=lr, hr=hr, val_lr_0=lr[0, 0], val_hr_0=np.pad(hr[0, 0], ((0, 1), (0, 1))))
-    return path
-
-
 def test_mrsr_train_seed_sets_initialisation_and_batch_order(tmp_path, patches, tiny_config, capsys):
     """--seed feeds every random choice of a run: another seed gives other initial weights and other
     batches; the same seed the same run, bit for bit (train.deterministic)."""

@@ -17,16 +17,6 @@ from mrsr.train import HISTORY_COLUMNS, NonFiniteLossError, TrainConfig, make_tr
 from mrsr.weights import WeightsError, load_model
 
 
-@pytest.fixture()
-def patches(tmp_path):
-    rng = np.random.default_rng(0)
-    hr = rng.random((64, 1, 27, 27)).astype(np.float32)
-    lr = hr[:, :, ::2, ::2][:, :, :14, :14].copy()
-    path = tmp_path / "x2.npz"
-    np.savez(path, lr=lr, hr=hr, val_lr_0=lr[0, 0], val_hr_0=np.pad(hr[0, 0], ((0, 1), (0, 1))))
-    return path
-
-
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path, patches, tiny_config):
     tiny_config["train"].update(epochs=3, steps_per_epoch=2)
     job = Job("proposed", "multi", 2)
