@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from mrsr.config import Job, job_train_settings
 from mrsr.report import (below_bicubic, best_baseline, bootstrap_diff, figure3, figure3_panels, leakage_comparison,
                          paired_comparison, read_summary, render, seed_mean_images, strategy_init, table1_differences,
                          table1_rows, table2_rows)
@@ -126,7 +127,10 @@ def test_table2_marks_the_rows_below_bicubic_by_hand(full):
     espcn, srcnn = (next(r for r in rows if r["method"] == m and r["scale"] == 2) for m in ("ESPCN", "SRCNN"))
     assert srcnn["psnr"] > bicubic[2] and srcnn["note"] is None
     assert espcn["note"]["gap"] == f"{espcn['psnr'] - bicubic[2]:+.2f} dB"
-    assert espcn["note"]["detail"] == "quick profile, trained 4 epochs x 50 steps x 32 only"  # ESPCN's own budget
+    own = job_train_settings(config, Job("espcn", None, 2))  # ESPCN's own budget, not the global one
+    assert own["steps_per_epoch"] != config["train"]["steps_per_epoch"]
+    assert espcn["note"]["detail"] == (f"quick profile, trained {own['epochs']} epochs x {own['steps_per_epoch']} steps"
+                                       f" x {own['batch_size']} only")
     table2 = re.search(r'<table id="table2-data".*?</table>', html, re.S).group(0)
     for line in re.findall(r'<tr><td class="l">.*?</tr>', table2, re.S):
         assert ('class="flag">below bicubic<' in line) == line.startswith('<tr><td class="l">ESPCN<'), line
