@@ -1,6 +1,6 @@
 """The multi-resolution learning CNN for MR super-resolution (the paper reproduced here).
 
-Three stages, all in LR space until the last layer (READING.md, eqs. 1-7):
+Three stages, all in LR space until the last layer (docs/paper-reading.md, eqs. 1-7):
 
 1. Feature extraction: ``U0 = conv3x3(x)`` (1 -> F maps), then N residual units, each two 3x3
    convolutions: ``U_i = U0 + conv(conv(U_{i-1}))``.
