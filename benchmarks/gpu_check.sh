@@ -11,7 +11,7 @@
 #
 # A machine without mrsr's dependencies (Python 3.12 with torch, numpy, scipy, pandas, ... but no
 # snakemake, pydicom, nibabel, jsonschema): first, on a machine with network, run
-#   bash ../shared/tools/offline-wheels.sh
+#   bash scripts/offline-wheels.sh
 # which puts the missing wheels in .whl/ of the repository; copy .whl/ along. This script installs
 # them into /tmp/site (pip --no-index) and calls the package as `python3 -m mrsr.cli`.
 set -uo pipefail

@@ -2,7 +2,7 @@
 
 Why a real HTTP server and not a mocked ``requests``: the downloader's hard cases live in the
 transport (chunked ZIP streams without Content-Length, connections dropped mid-body, read
-timeouts, Retry-After), and only a socket reproduces them. Behaviour follows TCIA-API.md §5:
+timeouts, Retry-After), and only a socket reproduces them. Behaviour follows docs/tcia-api.md §5:
 whitelisted parameters (anything else: 400), empty 200 body for no match or limited access, getImage
 as a chunked ZIP (``LICENSE``, ``1-01.dcm``..., ``md5hashes.csv`` with ``IncludeMD5=Yes``).
 

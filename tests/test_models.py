@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from mrsr.data.resize import downscale, torch_upscale
-from mrsr.models import MODEL_REGISTRY, build_model
-from mrsr.models.decnn import DeCNN, bicubic_support_kernel
+from mrsr.models import MODEL_REGISTRY, SuperResolver, build_model
+from mrsr.models.blocks import bicubic_support_kernel
+from mrsr.models.decnn import DeCNN
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "models.md"
 
@@ -127,6 +128,56 @@ def test_registry_refuses_unknown_models_scales_and_strategies() -> None:
     assert MODEL_REGISTRY["fscwn"].scales == (2,)
 
 
+def test_registry_maps_names_to_classes_built_alike() -> None:
+    """The registry is a plain dict of classes; build_model is only the lookup, and every class takes
+    ``(scale, strategy, **options)``."""
+    for name, cls in MODEL_REGISTRY.items():
+        assert isinstance(cls, type) and issubclass(cls, SuperResolver), name
+        torch.manual_seed(0)
+        direct = cls(cls.scales[-1], cls.strategies[-1]).state_dict()
+        torch.manual_seed(0)
+        built = build_model(name, cls.scales[-1], cls.strategies[-1]).state_dict()
+        assert direct.keys() == built.keys() and all(torch.equal(direct[k], built[k]) for k in direct), name
+
+
+@pytest.mark.parametrize("name, options", [
+    ("srcnn", {"kernel_sizes": (9, 2, 5)}), ("espcn", {"kernel_sizes": (5, 3, 4)}),
+    ("fsrcnn", {"deconv_kernel": 8}), ("decnn", {"deconv_kernel": 12}), ("proposed", {"deconv_kernel": 10}),
+])
+def test_even_kernel_sizes_are_refused(name: str, options: dict) -> None:
+    """An even kernel cannot keep the size with symmetric padding; each model says which option."""
+    strategy = MODEL_REGISTRY[name].strategies[0]
+    with pytest.raises(ValueError, match="deconv_kernel must be odd" if "deconv_kernel" in options
+                       else "kernel sizes must be odd"):
+        build_model(name, 2, strategy, **options)
+
+
+def test_state_dict_keys_are_stable() -> None:
+    """Saved weights (safetensors) load by these names: moving layers into mrsr.models.blocks or
+    renaming an attribute must not change them."""
+    def block(prefix: str) -> list[str]:
+        return [f"{prefix}.{conv}.{p}" for conv in ("conv1", "conv2") for p in ("weight", "bias")]
+
+    def conv(*names: str) -> list[str]:
+        return [f"{n}.{p}" for n in names for p in ("weight", "bias")]
+
+    expected = {
+        ("srcnn", None, (("features", (8, 4)),)): conv("extract", "mapping", "reconstruct"),
+        ("espcn", None, (("features", (8, 4)),)): conv("conv1", "conv2", "conv3"),
+        ("fsrcnn", None, (("features", 8), ("shrink", 4), ("mapping", 1))):
+            conv("body.0", "body.2", "body.4", "body.6", "deconv") + [f"body.{i}.weight" for i in (1, 3, 5, 7)],
+        ("decnn", None, (("features", 8), ("layers", 3))): conv("deconv", "body.0", "body.1", "body.2"),
+        ("fscwn", None, (("features", 8), ("widths", (8, 12)))):
+            conv("shallow1", "shallow2", "reconstruct") + block("blocks.0") + block("blocks.1"),
+        ("proposed", "multi", (("features", 8), ("units", 2))):
+            conv("entry", "feature_deconv", "image_deconv") + block("body.0") + block("body.1") + ["branch_weights"],
+        ("proposed", "single", (("features", 8), ("units", 2))):
+            conv("entry", "feature_deconv") + block("body.0") + block("body.1"),
+    }
+    for (name, strategy, options), keys in expected.items():
+        assert sorted(build_model(name, 2, strategy, **dict(options)).state_dict()) == sorted(keys), name
+
+
 def test_builders_take_options() -> None:
     small = {
         "srcnn": {"features": (8, 4)},
@@ -227,7 +278,7 @@ def test_parameter_groups_cover_every_parameter_exactly_once(config: tuple[str, 
     name, scale, strategy = config
     model = build_model(name, scale, strategy)
     groups = model.param_groups()
-    assert tuple(groups) == type(model).GROUPS == MODEL_REGISTRY[name].groups  # the same names always
+    assert tuple(groups) == MODEL_REGISTRY[name].groups  # the same names for every option and strategy
     assert set(groups) <= {"body", "last", "upsample", "fusion"}
     grouped = [id(p) for params in groups.values() for p in params]
     assert len(grouped) == len(set(grouped)), "a parameter in two groups"

@@ -1,7 +1,7 @@
 """``mrsr download --source tcia`` against a real loopback NBIA v4 server (tests/nbia_server.py).
 
-Each test names one failure mode of the real service (TCIA-API.md §4-5) and asserts on what ends up
-on disk: verified files with the server's MD5s, the manifest, and nothing else.
+Each test names one failure mode of the real service (docs/tcia-api.md §4-5) and asserts on what
+ends up on disk: verified files with the server's MD5s, the manifest, and nothing else.
 """
 
 from __future__ import annotations

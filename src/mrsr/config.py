@@ -138,7 +138,7 @@ def validate_config(config: dict[str, Any], base_dir: str | Path | None = None) 
 
 
 def check_recipe_groups(model: str, global_train: dict[str, Any], overrides: dict[str, Any], index: int) -> None:
-    """Check that ``param_groups`` and ``init`` name only groups ``model`` has (ModelSpec.groups), and
+    """Check that ``param_groups`` and ``init`` name only groups ``model`` has (its class's ``groups``), and
     that ``bicubic`` initialises only an ``upsample`` group.
 
     Args:

@@ -1,4 +1,4 @@
-"""The paper's reported figures (READING.md), which the report puts ours beside.
+"""The paper's reported figures (docs/paper-reading.md), which the report puts ours beside.
 
 The paper contradicts itself on "Ours": Table 1 (x2: 45.67 dB), Table 2 (x2: 46.56 dB) and the
 summary (45.46 / 37.65 / 34.09 dB) disagree. The report compares against Table 2 for Table 2 and
@@ -11,7 +11,7 @@ from __future__ import annotations
 TABLE1 = {"single": (45.33, 0.9899), "double": (45.56, 0.9943), "multi": (45.67, 0.9945)}
 
 # Table 2: method -> scale -> (PSNR, SSIM). The x2 SSIM row is garbled in the text; these are the
-# most consistent reading (READING.md).
+# most consistent reading (docs/paper-reading.md).
 TABLE2 = {
     "bicubic": {2: (40.55, 0.9871), 3: (35.12, 0.9414), 4: (32.31, 0.9216)},
     "srcnn": {2: (44.96, 0.9775), 3: (36.73, 0.9610), 4: (33.92, 0.9320)},

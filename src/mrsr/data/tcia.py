@@ -1,6 +1,6 @@
 """``mrsr download --source tcia``: fetch a TCIA collection through the NBIA v4 REST API, verified.
 
-Why it is this careful (details in TCIA-API.md): NBIA streams each series as a ZIP generated on the
+Why it is this careful (details in docs/tcia-api.md): NBIA streams each series as a ZIP generated on the
 fly, with no Content-Length and no Range support, and a 200 response can still carry a truncated ZIP
 (dropped connection) or a valid ZIP missing images (a server-side read error). Limited-access or
 misspelt collections answer 200 with an empty body rather than an error. So:

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from mrsr.models.blocks import bicubic_deconv_kernel
+
 #: Initialisation schemes of ``train.init`` (per parameter group; :meth:`SuperResolver.apply_init`).
 #: ``default``: as the model builds itself (He, plus its own options such as ``residual_init``);
 #: ``he``: Kaiming normal (fan-in, ReLU gain), zero biases; ``gaussian``: N(0, std^2) weights (std:
@@ -26,6 +28,15 @@ INIT_SCHEMES = ("default", "he", "gaussian", "zero", "bicubic")
 #: net's branch weights w_i.
 GROUP_NAMES = ("body", "last", "upsample", "fusion")
 
+# GPU sharing (README, "GPU machines"): `snakemake --resources gpu_slots=8` runs training jobs
+# side by side on one card while their slots sum to at most 8. The weights follow the cost per patch
+# (docs/models.md): the proposed net, de-CNN and FSCWN need about 100 times the FLOPs of SRCNN, FSRCNN
+# and ESPCN. On an H100 the proposed net at batch 128 reaches 13% of the bf16 peak even with CUDA
+# graphs, so two heavy jobs still fit a card; a light job is bound by its host thread (ESPCN x2:
+# 78,458 samples/s with kernels too small to fill the GPU), so eight can overlap.
+GPU_SLOTS_PER_CARD = 8
+LIGHT, HEAVY = 1, 4
+
 
 class SuperResolver(nn.Module, abc.ABC):
     """Base class: a single-channel 2-D super-resolver for one integer scale.
@@ -33,21 +44,40 @@ class SuperResolver(nn.Module, abc.ABC):
     Subclasses implement :meth:`forward`; models with deep supervision override
     :meth:`loss_outputs`. Inputs and outputs are intensities normalised to about [0, 1].
 
+    Every model class takes ``(scale, strategy=None, *, <its options>)``, so the registry
+    (:data:`mrsr.models.MODEL_REGISTRY`) maps a config name straight to the class, and the class
+    attributes below say what the class supports.
+
     Args:
-        scale: the integer upscaling factor the model is built for.
+        scale: the integer upscaling factor the model is built for; one of :attr:`scales`.
+        strategy: one of :attr:`strategies` (``None`` for models without strategies).
+
+    Raises:
+        ValueError: a scale or strategy the class does not support.
     """
 
     #: whether the model has trainable parameters (bicubic has none).
     trainable: bool = True
+    #: the scales the model is defined for (the config and the constructor refuse others).
+    scales: tuple[int, ...] = (2, 3, 4)
+    #: the strategies of Table 1 it has; ``(None,)`` for models without strategies.
+    strategies: tuple[str | None, ...] = (None,)
     #: the names :meth:`param_groups` returns, the same for every option and strategy (a group may be
-    #: empty, e.g. ``fusion`` of proposed/single); the registry's ``ModelSpec.groups`` reads it.
-    GROUPS: tuple[str, ...] = ("body",)
+    #: empty, e.g. ``fusion`` of proposed/single); ``train.param_groups`` and ``train.init`` may name
+    #: them (checked by :mod:`mrsr.config`).
+    groups: tuple[str, ...] = ("body",)
+    #: its share of one GPU when training jobs share a card (Snakemake resource ``gpu_slots`` of rule
+    #: ``train``; a card has :data:`GPU_SLOTS_PER_CARD`): :data:`LIGHT` or :data:`HEAVY`.
+    gpu_slots: int = LIGHT
 
-    def __init__(self, scale: int) -> None:
+    def __init__(self, scale: int, strategy: str | None = None) -> None:
         super().__init__()
-        if scale < 2:
-            raise ValueError(f"scale must be >= 2, got {scale}")
+        if scale not in self.scales:
+            raise ValueError(f"{type(self).__name__} supports scales {self.scales}, not {scale}")
+        if strategy not in self.strategies:
+            raise ValueError(f"{type(self).__name__} supports strategies {self.strategies}, not {strategy!r}")
         self.scale = int(scale)
+        self.strategy = strategy
 
     @abc.abstractmethod
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
@@ -68,7 +98,7 @@ class SuperResolver(nn.Module, abc.ABC):
         return [self(lr)]
 
     def layer_groups(self) -> dict[str, list[nn.Module | nn.Parameter | None]]:
-        """The modules (or bare parameters) of each named group, keys exactly :attr:`GROUPS`.
+        """The modules (or bare parameters) of each named group, keys exactly :attr:`groups`.
 
         Subclasses override it; ``None`` members (a layer a strategy does not have) are skipped.
         The default puts the whole model in ``body``.
@@ -76,7 +106,7 @@ class SuperResolver(nn.Module, abc.ABC):
         return {"body": [self]}
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """The trainable parameters by named group (keys :attr:`GROUPS`), each parameter in exactly one.
+        """The trainable parameters by named group (keys :attr:`groups`), each parameter in exactly one.
 
         ``train.param_groups`` gives a learning-rate multiplier per name (e.g. ``{last: 0.1}``:
         SRCNN's 1e-5 last layer under a 1e-4 body); :func:`mrsr.train.make_optimizer` builds one
@@ -130,8 +160,6 @@ class SuperResolver(nn.Module, abc.ABC):
                         and layer.stride == (self.scale, self.scale)):
                     raise ValueError(f"init 'bicubic' needs one-channel transposed convolutions of stride "
                                      f"{self.scale}; group {group!r} of {type(self).__name__} has {layer}")
-                from mrsr.models.proposed import bicubic_deconv_kernel  # proposed imports this module
-
                 layer.weight.copy_(bicubic_deconv_kernel(self.scale, layer.weight.shape[-1]))
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)

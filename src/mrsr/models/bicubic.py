@@ -12,11 +12,12 @@ class Bicubic(SuperResolver):
     """Parameter-free bicubic upscaling with Keys' kernel (a = -0.5), mirror boundaries.
 
     Args:
-        scale: integer upscaling factor.
+        scale: integer upscaling factor (2, 3 or 4).
+        strategy: ``None`` (bicubic has no strategies and no options).
     """
 
     trainable = False
-    GROUPS = ()
+    groups = ()
 
     def layer_groups(self) -> dict:
         """No parameters, no groups."""

@@ -18,8 +18,9 @@ Choices where the sources are silent (docs/models.md); each is an option:
   is about the same (19 layers x 128^2 maps at a quarter of the pixels).
 - The deconvolution is single-channel (image in, image out), so the residual is defined relative to
   an upsampled image as in VDSR; kernel stride n, odd size, padding (k-1)/2, ``output_padding = n-1``
-  (exactly n x the LR size). Default kernel size: the smallest odd size that holds the whole bicubic
-  kernel at that scale (9, 13, 19 for x2, x3, x4).
+  (exactly n x the LR size; :func:`mrsr.models.blocks.upsampling_deconv`). Default kernel size: the
+  smallest odd size that holds the whole bicubic kernel at that scale (9, 13, 19 for x2, x3, x4;
+  :func:`mrsr.models.blocks.bicubic_support_kernel`).
 - The deconvolution starts as bicubic interpolation (``deconv_init="bicubic"``, default) and is then
   learned: with it the residual branch starts from the interpolated image, the premise of residual
   learning; ``deconv_init="he"`` gives the project's He initialisation to this layer as well. Away
@@ -30,26 +31,14 @@ Choices where the sources are silent (docs/models.md); each is an option:
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mrsr.models.base import SuperResolver
-from mrsr.models.proposed import bicubic_deconv_kernel
+from mrsr.models.base import HEAVY, SuperResolver
+from mrsr.models.blocks import bicubic_deconv_kernel, bicubic_support_kernel, same_conv, upsampling_deconv
 
 DECONV_INITS = ("bicubic", "he")
-
-
-def bicubic_support_kernel(scale: int) -> int:
-    """Smallest odd transposed-convolution kernel that holds the whole bicubic kernel at ``scale``.
-
-    With padding (k-1)/2 the taps sit at HR offsets d - (n-1)/2 from an LR sample (d = -p..p); the
-    bicubic kernel is non-zero for offsets within (-2n, 2n), so p is the largest d < 2n + (n-1)/2.
-    """
-    pad = math.ceil(2 * scale + (scale - 1) / 2) - 1
-    return 2 * pad + 1
 
 
 class DeCNN(SuperResolver):
@@ -57,6 +46,7 @@ class DeCNN(SuperResolver):
 
     Args:
         scale: integer upscaling factor n (the deconvolution's stride).
+        strategy: ``None`` (de-CNN has no strategies).
         features: maps of every hidden convolution; default 64.
         layers: number of 3x3 convolutions after the deconvolution (>= 2); default 20.
         deconv_kernel: odd deconvolution kernel size; ``None`` picks :func:`bicubic_support_kernel`.
@@ -66,31 +56,30 @@ class DeCNN(SuperResolver):
             for the proposed net's feature branch; a few CPU minutes cannot undo a random residual).
     """
 
-    GROUPS = ("upsample", "body", "last")
+    groups = ("upsample", "body", "last")
+    gpu_slots = HEAVY
 
     def __init__(
         self,
         scale: int,
+        strategy: str | None = None,
+        *,
         features: int = 64,
         layers: int = 20,
         deconv_kernel: int | None = None,
         deconv_init: str = "bicubic",
         residual_init: str = "he",
     ) -> None:
-        super().__init__(scale)
+        super().__init__(scale, strategy)
         if layers < 2:
             raise ValueError(f"layers must be >= 2, got {layers}")
         if deconv_init not in DECONV_INITS:
             raise ValueError(f"deconv_init must be one of {DECONV_INITS}, got {deconv_init!r}")
         kernel = bicubic_support_kernel(scale) if deconv_kernel is None else int(deconv_kernel)
-        if kernel % 2 == 0:
-            raise ValueError(f"deconv_kernel must be odd, got {kernel}")
-        self.deconv = nn.ConvTranspose2d(
-            1, 1, kernel, stride=scale, padding=(kernel - 1) // 2, output_padding=scale - 1
-        )
-        convs = [nn.Conv2d(1, features, 3, padding=1)]
-        convs += [nn.Conv2d(features, features, 3, padding=1) for _ in range(layers - 2)]
-        convs.append(nn.Conv2d(features, 1, 3, padding=1))
+        self.deconv = upsampling_deconv(1, 1, kernel, scale)
+        convs = [same_conv(1, features, 3)]
+        convs += [same_conv(features, features, 3) for _ in range(layers - 2)]
+        convs.append(same_conv(features, 1, 3))
         self.body = nn.ModuleList(convs)
         self.init_weights()
         if deconv_init == "bicubic":

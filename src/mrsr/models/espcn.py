@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from mrsr.models.base import SuperResolver
+from mrsr.models.blocks import same_conv
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"tanh": torch.tanh, "relu": torch.relu}
 
@@ -32,31 +33,32 @@ class ESPCN(SuperResolver):
 
     Args:
         scale: integer upscaling factor n; the last layer has n^2 maps.
+        strategy: ``None`` (ESPCN has no strategies).
         features: maps of the first two layers (n1, n2); published: (64, 32).
         kernel_sizes: odd kernel sizes (f1, f2, f3); published: (5, 3, 3).
         activation: ``tanh`` (published) or ``relu``; no activation after the last layer.
     """
 
-    GROUPS = ("body", "last")
+    groups = ("body", "last")
 
     def __init__(
         self,
         scale: int,
+        strategy: str | None = None,
+        *,
         features: Sequence[int] = (64, 32),
         kernel_sizes: Sequence[int] = (5, 3, 3),
         activation: str = "tanh",
     ) -> None:
-        super().__init__(scale)
+        super().__init__(scale, strategy)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         n1, n2 = (int(f) for f in features)
         f1, f2, f3 = (int(k) for k in kernel_sizes)
-        if any(k % 2 == 0 for k in (f1, f2, f3)):
-            raise ValueError(f"kernel sizes must be odd for 'same' padding, got {tuple(kernel_sizes)}")
         self.activation = activation
-        self.conv1 = nn.Conv2d(1, n1, f1, padding=f1 // 2)
-        self.conv2 = nn.Conv2d(n1, n2, f2, padding=f2 // 2)
-        self.conv3 = nn.Conv2d(n2, scale * scale, f3, padding=f3 // 2)
+        self.conv1 = same_conv(1, n1, f1)
+        self.conv2 = same_conv(n1, n2, f2)
+        self.conv3 = same_conv(n2, scale * scale, f3)
         self.shuffle = nn.PixelShuffle(scale)
         self.init_weights()
 

@@ -22,9 +22,9 @@ Our realisation (docs/models.md; every size is an option):
 - 19 convolution layers in all (2 + 2 x 8 + 1), about the depth of the reproduced paper's own
   network, as the paper says; the per-HR-pixel cost is about 1.3 x de-CNN's, in line with its
   Table 3 (1.29 s against 1.16 s at x2).
-- x2 only in the registry, as in the reproduced paper (which attributes the restriction to 2x2
+- x2 only (``scales``), as in the reproduced paper (which attributes the restriction to 2x2
   pooling in FSCWN). We could not confirm a pooling layer from the sources available to us, so this
-  network has none and the class itself accepts any scale; only the registry restricts it.
+  network has none and would work at any scale; only its ``scales`` restricts it.
 - He initialisation (the project's protocol).
 """
 
@@ -37,34 +37,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from mrsr.data.resize import torch_upscale
-from mrsr.models.base import SuperResolver
+from mrsr.models.base import HEAVY, SuperResolver
+from mrsr.models.blocks import ResidualBranch, same_conv
 
 DEFAULT_WIDTHS = (64, 72, 80, 88, 96, 104, 112, 120)
-
-
-class WideResidualBlock(nn.Module):
-    """Two pre-activated 3x3 convolutions F -> width -> F (the residual branch f_b).
-
-    Args:
-        features: maps in and out (F).
-        width: maps of the inner, widened layer (w_b).
-    """
-
-    def __init__(self, features: int, width: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(features, width, 3, padding=1)
-        self.conv2 = nn.Conv2d(width, features, 3, padding=1)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """(B, F, H, W) -> (B, F, H, W)."""
-        return self.conv2(F.relu(self.conv1(F.relu(h))))
 
 
 class FSCWN(SuperResolver):
     """Progressive wide residual network with a fixed skip connection, on a pre-upsampled input.
 
     Args:
-        scale: integer upscaling factor n (the registry offers only 2, as the reproduced paper).
+        scale: integer upscaling factor n: only 2, as in the reproduced paper.
+        strategy: ``None`` (FSCWN has no strategies).
         features: F, maps of the shallow network and between blocks; default 64.
         widths: inner width w_b of each wide residual block, one entry per block; default
             64, 72, ..., 120 (8 blocks).
@@ -72,19 +56,22 @@ class FSCWN(SuperResolver):
             net starts as bicubic interpolation (the quick profile's choice).
     """
 
-    GROUPS = ("body", "last")
+    scales = (2,)
+    groups = ("body", "last")
+    gpu_slots = HEAVY
 
-    def __init__(self, scale: int, features: int = 64, widths: Sequence[int] = DEFAULT_WIDTHS,
-                 residual_init: str = "he") -> None:
-        super().__init__(scale)
+    def __init__(self, scale: int, strategy: str | None = None, *, features: int = 64,
+                 widths: Sequence[int] = DEFAULT_WIDTHS, residual_init: str = "he") -> None:
+        super().__init__(scale, strategy)
         widths = tuple(int(w) for w in widths)
         if not widths:
             raise ValueError("widths must name at least one block")
         self.widths = widths
-        self.shallow1 = nn.Conv2d(1, features, 3, padding=1)
-        self.shallow2 = nn.Conv2d(features, features, 3, padding=1)
-        self.blocks = nn.ModuleList(WideResidualBlock(features, w) for w in widths)
-        self.reconstruct = nn.Conv2d(features, 1, 3, padding=1)
+        self.shallow1 = same_conv(1, features, 3)
+        self.shallow2 = same_conv(features, features, 3)
+        # wide residual blocks f_b (F -> w_b -> F), pre-activated as in wide ResNets
+        self.blocks = nn.ModuleList(ResidualBranch(features, w) for w in widths)
+        self.reconstruct = same_conv(features, 1, 3)
         self.init_weights()
         self.init_residual(self.reconstruct, residual_init)
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from mrsr.models.base import SuperResolver
+from mrsr.models.blocks import same_conv, upsampling_deconv
 
 
 class FSRCNN(SuperResolver):
@@ -28,43 +29,37 @@ class FSRCNN(SuperResolver):
 
     Args:
         scale: integer upscaling factor n (the deconvolution's stride).
+        strategy: ``None`` (FSRCNN has no strategies).
         features: d, maps of the feature extraction and expanding layers; published: 56.
         shrink: s, maps of the shrinking and mapping layers; published: 12.
         mapping: m, number of 3x3 mapping layers; published: 4.
         deconv_kernel: odd size of the deconvolution kernel; published: 9.
     """
 
-    GROUPS = ("body", "last")
+    groups = ("body", "last")
 
     def __init__(
         self,
         scale: int,
+        strategy: str | None = None,
+        *,
         features: int = 56,
         shrink: int = 12,
         mapping: int = 4,
         deconv_kernel: int = 9,
     ) -> None:
-        super().__init__(scale)
-        if deconv_kernel % 2 == 0:
-            raise ValueError(f"deconv_kernel must be odd, got {deconv_kernel}")
+        super().__init__(scale, strategy)
         layers: list[nn.Module] = [
-            nn.Conv2d(1, features, 5, padding=2),
+            same_conv(1, features, 5),
             nn.PReLU(features),
-            nn.Conv2d(features, shrink, 1),
+            same_conv(features, shrink, 1),
             nn.PReLU(shrink),
         ]
         for _ in range(mapping):
-            layers += [nn.Conv2d(shrink, shrink, 3, padding=1), nn.PReLU(shrink)]
-        layers += [nn.Conv2d(shrink, features, 1), nn.PReLU(features)]
+            layers += [same_conv(shrink, shrink, 3), nn.PReLU(shrink)]
+        layers += [same_conv(shrink, features, 1), nn.PReLU(features)]
         self.body = nn.Sequential(*layers)
-        self.deconv = nn.ConvTranspose2d(
-            features,
-            1,
-            deconv_kernel,
-            stride=scale,
-            padding=(deconv_kernel - 1) // 2,
-            output_padding=scale - 1,
-        )
+        self.deconv = upsampling_deconv(features, 1, deconv_kernel, scale)
         self.init_weights()
 
     def layer_groups(self) -> dict[str, list[nn.Module]]:

@@ -1,6 +1,6 @@
 """The multi-resolution learning CNN for MR super-resolution (the paper reproduced here).
 
-Three stages, all in LR space until the last layer (READING.md, eqs. 1-7):
+Three stages, all in LR space until the last layer (docs/paper-reading.md, eqs. 1-7):
 
 1. Feature extraction: ``U0 = conv3x3(x)`` (1 -> F maps), then N residual units, each two 3x3
    convolutions: ``U_i = U0 + conv(conv(U_{i-1}))``.
@@ -27,51 +27,15 @@ the upsampled LR image), ``multi`` (the proposed scheme).
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mrsr.data.resize import cubic
 from mrsr.models import onednn
-from mrsr.models.base import SuperResolver
+from mrsr.models.base import HEAVY, SuperResolver
+from mrsr.models.blocks import ResidualBranch, bicubic_deconv_kernel, same_conv, upsampling_deconv
 
 STRATEGIES = ("single", "double", "multi")
-
-
-class ResidualUnit(nn.Module):
-    """Two pre-activated 3x3 convolutions (the inner part of eq. 2).
-
-    Args:
-        features: number of feature maps in and out.
-    """
-
-    def __init__(self, features: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(features, features, 3, padding=1)
-        self.conv2 = nn.Conv2d(features, features, 3, padding=1)
-
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        """(B, F, h, w) -> (B, F, h, w)."""
-        return self.conv2(F.relu(self.conv1(F.relu(u))))
-
-
-def bicubic_deconv_kernel(scale: int, kernel: int) -> torch.Tensor:
-    """A (1, 1, k, k) transposed-convolution kernel that performs bicubic interpolation.
-
-    LR pixel i lies at HR coordinate (i + 0.5) n - 0.5 (imresize geometry); the transposed
-    convolution puts tap k of LR pixel i on HR pixel i n - p + k. Taps beyond the kernel are
-    truncated (x4 with a 9x9 kernel), and each output phase is renormalised to sum to one.
-    """
-    pad = (kernel - 1) // 2
-    taps = np.arange(kernel)
-    g = cubic((taps - pad - (scale - 1) / 2) / scale)
-    for phase in range(scale):
-        sel = (taps % scale) == phase
-        total = g[sel].sum()
-        if total != 0:
-            g[sel] /= total
-    return torch.as_tensor(np.outer(g, g), dtype=torch.float32)[None, None]
 
 
 class MultiResolutionSR(SuperResolver):
@@ -79,7 +43,7 @@ class MultiResolutionSR(SuperResolver):
 
     Args:
         scale: upscaling factor n.
-        strategy: ``single``, ``double`` or ``multi`` (Table 1).
+        strategy: ``single``, ``double`` or ``multi`` (Table 1; :data:`STRATEGIES`).
         features: feature maps per layer (paper: 128).
         units: residual units N (paper: 9).
         deconv_kernel: odd size of the deconvolution kernel (paper/FSRCNN: 9).
@@ -87,31 +51,28 @@ class MultiResolutionSR(SuperResolver):
         feature_deconv_init: ``he`` (paper) or ``zero``.
     """
 
-    GROUPS = ("body", "last", "upsample", "fusion")
+    strategies = STRATEGIES
+    groups = ("body", "last", "upsample", "fusion")
+    gpu_slots = HEAVY
 
     def __init__(
         self,
         scale: int,
         strategy: str = "multi",
+        *,
         features: int = 128,
         units: int = 9,
         deconv_kernel: int = 9,
         image_deconv_init: str = "he",
         feature_deconv_init: str = "he",
     ) -> None:
-        super().__init__(scale)
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-        if deconv_kernel % 2 == 0:
-            raise ValueError(f"deconv_kernel must be odd, got {deconv_kernel}")
-        self.strategy = strategy
+        super().__init__(scale, strategy)
         self.units = units
-        pad = (deconv_kernel - 1) // 2
-        deconv = dict(kernel_size=deconv_kernel, stride=scale, padding=pad, output_padding=scale - 1)
-        self.entry = nn.Conv2d(1, features, 3, padding=1)
-        self.body = nn.ModuleList(ResidualUnit(features) for _ in range(units))
-        self.feature_deconv = nn.ConvTranspose2d(features, 1, **deconv)
-        self.image_deconv = nn.ConvTranspose2d(1, 1, **deconv) if strategy != "single" else None
+        self.entry = same_conv(1, features, 3)
+        # the residual units' branches (eq. 2): U_i = U_0 + branch_i(U_{i-1})
+        self.body = nn.ModuleList(ResidualBranch(features) for _ in range(units))
+        self.feature_deconv = upsampling_deconv(features, 1, deconv_kernel, scale)
+        self.image_deconv = upsampling_deconv(1, 1, deconv_kernel, scale) if strategy != "single" else None
         self.branch_weights = nn.Parameter(torch.full((units,), 1.0 / units)) if strategy == "multi" else None
         self._packed: onednn.PackedConvs | None = None  # CPU inference: prepacked weights (not state)
         self.init_weights()

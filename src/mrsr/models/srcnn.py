@@ -23,6 +23,7 @@ from torch import nn
 
 from mrsr.data.resize import torch_upscale
 from mrsr.models.base import SuperResolver
+from mrsr.models.blocks import same_conv
 
 
 class SRCNN(SuperResolver):
@@ -32,26 +33,27 @@ class SRCNN(SuperResolver):
 
     Args:
         scale: integer upscaling factor n.
+        strategy: ``None`` (SRCNN has no strategies).
         features: maps of the first two layers (n1, n2); published: (64, 32).
         kernel_sizes: odd kernel sizes of the three layers (f1, f2, f3); published: (9, 1, 5).
     """
 
-    GROUPS = ("body", "last")
+    groups = ("body", "last")
 
     def __init__(
         self,
         scale: int,
+        strategy: str | None = None,
+        *,
         features: Sequence[int] = (64, 32),
         kernel_sizes: Sequence[int] = (9, 1, 5),
     ) -> None:
-        super().__init__(scale)
+        super().__init__(scale, strategy)
         n1, n2 = (int(f) for f in features)
         f1, f2, f3 = (int(k) for k in kernel_sizes)
-        if any(k % 2 == 0 for k in (f1, f2, f3)):
-            raise ValueError(f"kernel sizes must be odd for 'same' padding, got {tuple(kernel_sizes)}")
-        self.extract = nn.Conv2d(1, n1, f1, padding=f1 // 2)
-        self.mapping = nn.Conv2d(n1, n2, f2, padding=f2 // 2)
-        self.reconstruct = nn.Conv2d(n2, 1, f3, padding=f3 // 2)
+        self.extract = same_conv(1, n1, f1)
+        self.mapping = same_conv(n1, n2, f2)
+        self.reconstruct = same_conv(n2, 1, f3)
         self.init_weights()
 
     def layer_groups(self) -> dict[str, list[nn.Module]]:
