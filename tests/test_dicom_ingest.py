@@ -31,7 +31,8 @@ from dicom_fixtures import (
     new_uid,
     save,
 )
-from mrsr.data.dicom import decode_dicom_file, ingest_dicom_files, read_dicom_series_files, scan_dicom_file, to_scanner_units
+from mrsr.data.dicom import DicomSeries, ingest_dicom_files, iter_dicom_series, scan_dicom_file
+from mrsr.data.dicom_pixels import decode_dicom_file, to_scanner_units
 from mrsr.data.store import SliceStoreWriter, load_series, read_index
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -42,6 +43,12 @@ def ingest(tmp_path: Path, files: list[Path], workers: int = 1):
     ingest_dicom_files(files, writer, workers=workers)
     summary = writer.close("local")
     return summary, read_index(tmp_path / "store"), writer.rejected
+
+
+def read_series(files: list[Path]) -> tuple[list[DicomSeries], list[tuple[str, str]]]:
+    """Every series among ``files`` as the reader decodes them (one process), and the rejected files."""
+    rejected: list[tuple[str, str]] = []
+    return list(iter_dicom_series(files, lambda p, r: rejected.append((p, r)), workers=1)), rejected
 
 
 def stored(tmp_path: Path, index, uid: str) -> np.ndarray:
@@ -129,6 +136,22 @@ def test_multiframe_is_split_and_ordered_with_per_frame_rescale(tmp_path):
     assert set(index.path) == {str(f)}
 
 
+def test_per_frame_rescale_overrides_a_stale_top_level_one(tmp_path):
+    """Enhanced MR keeps Rescale Slope/Intercept in the functional groups; a converter's leftover
+    top-level copy (the first source image's) must not scale every frame."""
+    uid = new_uid()
+    frames = np.stack([ramp(i) for i in range(3)])
+    ds = enhanced_mr_dataset(frames, series_uid=uid, positions=[(0, 0, float(z)) for z in range(3)],
+                             slopes=[1.0, 2.0, 3.0], intercept=-5.0)
+    ds.RescaleSlope, ds.RescaleIntercept = 7.0, 100.0  # stale: contradicts every frame's own values
+    f = save(ds, tmp_path / "multi.dcm")
+    _, index, rejected = ingest(tmp_path, [f])
+    assert rejected == []
+    got = stored(tmp_path, index, uid)
+    for k, slope in enumerate([1.0, 2.0, 3.0]):
+        np.testing.assert_array_equal(got[k], frames[k] * slope - 5.0)
+
+
 def test_shuffled_randomly_named_files_are_grouped_and_ordered_along_the_normal(tmp_path):
     # An oblique stack: the normal is not z, so sorting by z or by file name would be wrong.
     c, s = np.cos(0.5), np.sin(0.5)
@@ -206,7 +229,9 @@ def _reject_cases(tmp_path: Path, good_uid: str) -> dict[str, tuple[Path, str]]:
     rgb.SamplesPerPixel, rgb.PhotometricInterpretation, rgb.PlanarConfiguration = 3, "RGB", 0
     rgb.BitsAllocated = rgb.BitsStored = 8
     rgb.HighBit, rgb.PixelData = 7, np.zeros((48, 48, 3), np.uint8).tobytes()
-    cases["rgb"] = (save(rgb, d / "rgb.dcm"), "not single-channel: SamplesPerPixel=3")
+    cases["rgb"] = (save(rgb, d / "rgb.dcm"), "colour image (RGB, SamplesPerPixel=3)")
+    palette = mr_dataset(ramp(0), series_uid=new_uid(), photometric="PALETTE COLOR")  # one sample, but colour
+    cases["palette"] = (save(palette, d / "palette.dcm"), "colour image (PALETTE COLOR, SamplesPerPixel=1)")
     line = mr_dataset(np.arange(1, 25, dtype=np.uint16)[None, :], series_uid=new_uid())
     cases["1-D"] = (save(line, d / "line.dcm"), "not a 2-D image: Rows=1")
     full = save(mr_dataset(ramp(5), series_uid=good_uid, position=(0, 0, 99.0)), d / "full.dcm").read_bytes()
@@ -250,16 +275,16 @@ def test_each_rejection_has_a_clear_reason_and_good_files_survive(tmp_path):
         np.testing.assert_array_equal(got[i], ramp(i))
 
 
-def test_read_series_keeps_header_datasets_for_writers(tmp_path):
+def test_series_come_ordered_along_the_normal_with_their_geometry(tmp_path):
     uid = new_uid()
     files = [save(mr_dataset(ramp(i), series_uid=uid, position=(0, 0, -float(i)), instance=i), tmp_path / f"{i}.dcm")
              for i in range(3)]
-    series, rejected = read_dicom_series_files(files)
+    series, rejected = read_series(files)
     assert rejected == [] and len(series) == 1
     s = series[0]
     assert [sl.position for sl in s.slices] == [-2.0, -1.0, 0.0]
-    assert all(isinstance(sl.dataset, Dataset) and "PixelData" not in sl.dataset for sl in s.slices)
-    assert [int(sl.dataset.InstanceNumber) for sl in s.slices] == [2, 1, 0]
+    assert [sl.instance for sl in s.slices] == [2, 1, 0]
+    assert [sl.path for sl in s.slices] == [str(files[i]) for i in (2, 1, 0)]
     np.testing.assert_array_equal(s.pixels[0], ramp(2))
     assert s.normal == (0.0, 0.0, 1.0) and s.pixel_spacing == (0.9, 0.8)
     header = scan_dicom_file(files[0])
@@ -301,7 +326,7 @@ def test_fast_native_path_matches_pydicom_on_tricky_values(tmp_path, syntax):
         reference = decode_dicom_file(path)  # through pydicom's pixel_array
         stored = pydicom.dcmread(path).pixel_array.reshape(reference.shape)
         np.testing.assert_array_equal(reference, to_scanner_units(stored, header.pixel))
-        series, rejected = read_dicom_series_files([path])
+        series, rejected = read_series([path])
         assert rejected == []
         order = np.argsort([s.frame for s in series[0].slices])
         np.testing.assert_array_equal(series[0].pixels[order], reference, err_msg=name)
@@ -374,6 +399,6 @@ def test_a_decoder_exceeding_bits_stored_turns_the_series_to_float32(tmp_path):
 
 
 def test_integer_dtypes_agree_between_reader_and_store():
-    from mrsr.data import dicom, store
+    from mrsr.data import dicom_pixels, store
 
-    assert dicom.INTEGER_DTYPES == store.INTEGER_DTYPES
+    assert dicom_pixels.INTEGER_DTYPES == store.INTEGER_DTYPES

@@ -360,6 +360,76 @@ def test_enhanced_multiframe_dicom(tmp_path, weights):
                                atol=1e-3)
 
 
+def test_monochrome1_series_and_its_monochrome2_twin_display_the_same(tmp_path, weights):
+    """MONOCHROME1 (low stored values display white) is read as its displayed image, as ingest reads it
+    for training, and written back as MONOCHROME1: the output displays exactly as the MONOCHROME2
+    twin's output (stored values 4095 - s, same rescale)."""
+    rng = np.random.default_rng(11)
+    uids = {name: (generate_uid(), generate_uid(), generate_uid()) for name in ("m1", "m2")}
+    for k in range(2):
+        twin = np.round(phantom(16, 18, k, rng) * 3000).astype(np.uint16)  # MONOCHROME2: bright = high
+        for name, stored, photometric in (("m1", 4095 - twin, "MONOCHROME1"), ("m2", twin, "MONOCHROME2")):
+            ds = dicom_slice(k, stored, *uids[name], PhotometricInterpretation=photometric,
+                             SeriesDescription=f"T1 {name}")
+            (tmp_path / "in" / name).mkdir(parents=True, exist_ok=True)
+            ds.save_as(tmp_path / "in" / name / f"IM{k}.dcm", enforce_file_format=True)
+    assert run_cli("--model", weights, "--out", tmp_path / "out", tmp_path / "in" / "m1", tmp_path / "in" / "m2") == 0
+    for k in range(2):
+        m1 = pydicom.dcmread(tmp_path / "out" / "7_T1_m1_x2" / f"IM{k}.dcm")
+        m2 = pydicom.dcmread(tmp_path / "out" / "7_T1_m2_x2" / f"IM{k}.dcm")
+        assert m1.PhotometricInterpretation == "MONOCHROME1" and m2.PhotometricInterpretation == "MONOCHROME2"
+        assert (m1.RescaleSlope, m1.RescaleIntercept, m1.BitsStored) == (1.5, -20.0, 12)
+        # displayed: a MONOCHROME1 viewer shows 4095 - stored (BitsStored 12) where MONOCHROME2 shows stored
+        np.testing.assert_array_equal(4095 - m1.pixel_array.astype(np.int32), m2.pixel_array)
+        assert len(np.unique(m2.pixel_array)) > 100  # a real image, not a clipped constant
+
+
+def test_per_frame_rescale_overrides_a_stale_top_level_one(tmp_path, weights):
+    """Enhanced MR: each frame's own Rescale Slope/Intercept (per-frame functional groups) scale it,
+    in and out, not a converter's leftover top-level copy; the same values ingest reads."""
+    from dicom_fixtures import enhanced_mr_dataset
+
+    from mrsr.data.dicom_pixels import decode_dicom_file
+
+    rng = np.random.default_rng(12)
+    frames = np.stack([np.round(phantom(16, 18, k, rng) * 1000) for k in range(3)]).astype(np.uint16)
+    slopes, intercept = [1.0, 2.0, 3.0], -5.0
+    ds = enhanced_mr_dataset(frames, series_uid=generate_uid(), positions=[(0, 0, 3.0 * k) for k in range(3)],
+                             slopes=slopes, intercept=intercept)
+    ds.RescaleSlope, ds.RescaleIntercept = 7.0, 100.0  # stale: contradicts every frame's own values
+    src = tmp_path / "enhanced.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    values = [frames[k] * slopes[k] + intercept for k in range(3)]
+    np.testing.assert_array_equal(decode_dicom_file(src), np.stack(values))  # what ingest reads
+    assert run_cli("--model", weights, "--out", tmp_path / "out", src) == 0
+    out = pydicom.dcmread(tmp_path / "out" / "enhanced_x2.dcm")
+    norm, lo = max(v.max() for v in values), min(v.min() for v in values)
+    for k in range(3):
+        expected = np.clip(np.rint((reference(values[k], norm, lo) - intercept) / slopes[k]), 0, 65535)
+        got = out.pixel_array[k].astype(np.float64)
+        assert np.abs(got - expected).max() <= 1 and np.mean(got == expected) > 0.99, k
+        assert out.PerFrameFunctionalGroupsSequence[k].PixelValueTransformationSequence[0].RescaleSlope == slopes[k]
+
+
+def test_upscale_and_ingest_refuse_a_bad_file_with_the_same_reason(tmp_path):
+    """One reader: every file that both refuse is refused for the same reason, in the same words."""
+    from test_dicom_ingest import _reject_cases
+
+    from mrsr.data.dicom import scan_dicom_file
+    from mrsr.upscale_io import collect_inputs
+
+    cases = _reject_cases(tmp_path, generate_uid())
+    jobs, skipped = collect_inputs([tmp_path / "bad"], tmp_path / "out", "_x2")
+    reasons = {Path(path).name: reason for path, reason in skipped}
+    shared = ["text", "no pixels", "rgb", "palette", "1-D", "truncated pixels", "truncated header", "cut before pixels"]
+    for name in shared:
+        path, phrase = cases[name]
+        assert phrase in reasons[path.name] and reasons[path.name] == scan_dicom_file(path).reason, name
+    # not refused by upscale: other modalities, Secondary Capture, and what only a series of many files shows
+    # (other sizes or planes) or only decoding finds (corrupt compressed data, skipped when written)
+    assert not {cases[n][0].name for n in ("CT", "mask", "odd size", "other plane", "corrupt compressed")} & set(reasons)
+
+
 def test_single_signed_dicom_files_named_after_them(tmp_path, weights):
     src = make_series(tmp_path / "in", n=2, rle=(), signed=True)
     assert run_cli("--model", weights, "--out", tmp_path / "out", *src) == 0

@@ -24,7 +24,7 @@ PACKAGE = Path(__file__).resolve().parent
 
 # step (a rule, or rules sharing code) -> files or folders under src/mrsr that it runs.
 STEP_SOURCES: dict[str, tuple[str, ...]] = {
-    "ingest": ("data/ingest.py", "data/dicom.py", "data/store.py", "data/tcia.py", "limits.py"),
+    "ingest": ("data/ingest.py", "data/dicom.py", "data/dicom_header.py", "data/dicom_pixels.py", "data/store.py", "data/tcia.py", "limits.py"),
     "split": ("data/split.py",),
     "patches": ("data/patches.py", "data/resize.py"),
     "train": ("train.py", "models", "data/resize.py"),

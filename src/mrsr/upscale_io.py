@@ -1,6 +1,8 @@
 """Reading and writing for ``mrsr upscale``: DICOM series and NIfTI volumes, streamed slice by slice.
 
-Everything here is format plumbing; the model and the tiling live in :mod:`mrsr.upscale`. Each
+Everything here is format plumbing; the model and the tiling live in :mod:`mrsr.upscale`. DICOM is
+read through :mod:`mrsr.data.dicom_header` and :mod:`mrsr.data.dicom_pixels`, the reader ``mrsr ingest``
+uses (same checks, rescale and MONOCHROME1 handling as the training data); this module writes. Each
 ``process_*`` function takes ``upscale(slice) -> slice``, a callable on one normalised 2-D float32
 slice, so this module never touches torch.
 
@@ -8,7 +10,8 @@ Intensity contract (the same as training): a series is divided by its maximum in
 DICOM Rescale Slope/Intercept (or the NIfTI scl_slope/scl_inter), super-resolved, multiplied back,
 clipped to the input series' own value range [min, max] (a CNN overshoots at edges: a non-negative
 magnitude image must not get negative voxels), and stored with the input's own scaling, rounding
-and clipping to the stored integer range. An input with NaN or infinite values (voxels, or a
+and clipping to the stored integer range; a MONOCHROME1 series is written back as MONOCHROME1
+(:func:`_process_dicom` says why). An input with NaN or infinite values (voxels, or a
 rescale) has no defined maximum and is skipped with the reason, as is a model output that is not
 finite: nothing non-finite is ever written.
 
@@ -31,12 +34,20 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
+from mrsr.data.dicom_header import (
+    FileHeader,
+    Rejected,
+    UnreadableDicom,
+    functional_group_item,
+    group_by_series,
+    read_dicom_header,
+)
+from mrsr.data.dicom_pixels import read_pixels, stored_dtype, to_stored_values
 from mrsr.io import atomic_dir, atomic_path, list_files
-from mrsr.limits import SizeLimits, deflated_dicom_problem, nifti_size_problem
+from mrsr.limits import SizeLimits, nifti_size_problem
 
 DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
 SliceFn = Callable[[np.ndarray], np.ndarray]
@@ -120,55 +131,28 @@ class _Namer:
         return path
 
 
-def dicom_header_problem(ds: pydicom.Dataset) -> str | None:
-    """Why a DICOM data set (read without pixels) cannot be super-resolved, or None."""
-    if "Rows" not in ds or "Columns" not in ds:
-        return f"not an image (SOP class {ds.get('SOPClassUID', 'unknown')!s}: no Rows/Columns/pixel data)"
-    samples, photometric = int(ds.get("SamplesPerPixel", 1)), str(ds.get("PhotometricInterpretation", ""))
-    if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        return f"colour image ({photometric}, {samples} samples per pixel): only greyscale is supported"
-    if int(ds.get("BitsAllocated", 0)) not in (8, 16, 32):
-        return f"BitsAllocated {ds.get('BitsAllocated')} is not supported (8, 16 or 32)"
-    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if ts is not None:
-        from pydicom.pixels import get_decoder
-
-        name = UID(ts).name if UID(ts).is_transfer_syntax else "unknown UID"
-        try:
-            decoder = get_decoder(ts)
-        except NotImplementedError:
-            return f"transfer syntax {ts} ({name}) is not supported: no pixel data decoder for it"
-        if not decoder.is_available:
-            missing = "; ".join(decoder.missing_dependencies)
-            return f"transfer syntax {ts} ({name}) needs a decoder plugin that is not installed ({missing})"
-    return None
+def _read_header(path: Path, limits: SizeLimits) -> FileHeader:
+    """The header of a DICOM file that can be super-resolved (read and checked by the shared reader,
+    pixel data located, not loaded), or SkipInput with the reason."""
+    header = read_dicom_header(path, limits)
+    if isinstance(header, Rejected):
+        raise SkipInput(header.reason)
+    if header.pixel.float_data:
+        raise SkipInput("float pixel data (FloatPixelData/DoubleFloatPixelData) is not supported: the writer "
+                        "stores integers")
+    return header
 
 
-def _read_header(path: Path, limits: SizeLimits = SizeLimits()) -> pydicom.Dataset:
-    """The header of a DICOM file that can be super-resolved (pixel data located, not loaded), or SkipInput."""
-    from mrsr.data.dicom import declared_size_problem
-
-    bomb = deflated_dicom_problem(path)  # a deflated data set is inflated whole by dcmread
-    if bomb:
-        raise SkipInput(bomb)
-    try:
-        # defer_size, not stop_before_pixels: the pixel data element is located (its length and
-        # offset), so the declared size is checked against the bytes present before decoding
-        ds = pydicom.dcmread(path, defer_size=4096)
-    except InvalidDicomError:
-        raise SkipInput("not a DICOM file (no DICM preamble) and not .nii/.nii.gz") from None
-    except Exception as exc:  # truncated or corrupt files raise many kinds of errors
-        raise SkipInput(f"unreadable DICOM ({type(exc).__name__}: {exc})") from None
-    problem = dicom_header_problem(ds) or declared_size_problem(ds, path, limits)
-    if problem:
-        raise SkipInput(problem)
-    return ds
-
-
-def _series_name(ds: pydicom.Dataset) -> str:
-    parts = [str(ds.get("SeriesNumber", "") or ""), str(ds.get("SeriesDescription", "") or "")]
+def _series_name(header: FileHeader) -> str:
+    parts = [header.series_number, header.description]
     name = _sanitise("_".join(p for p in parts if p))
-    return name or "series_" + str(ds.get("SeriesInstanceUID", "unknown")).split(".")[-1]
+    return name or "series_" + (header.series_uid or "unknown").split(".")[-1]
+
+
+def _dicom_stem(path: Path) -> tuple[str, str]:
+    """(name without its DICOM suffix, the suffix or ""): outputs keep a .dcm/.dicom/.ima suffix."""
+    ext = path.suffix if path.suffix.lower() in DICOM_SUFFIXES else ""
+    return path.name[: len(path.name) - len(ext)], ext
 
 
 def collect_inputs(inputs: list[Path], out_dir: Path, suffix: str,
@@ -180,14 +164,24 @@ def collect_inputs(inputs: list[Path], out_dir: Path, suffix: str,
     A folder is searched recursively; its NIfTI files are jobs of their own and its DICOM files are
     grouped by SeriesInstanceUID, each series -> ``OUT/<SeriesNumber>_<SeriesDescription><suffix>/``
     with the original file names. Hidden files are ignored; a folder that cannot be listed is
-    skipped with its reason. DICOM files whose declared size is over
-    ``limits`` or beyond their pixel data are skipped here, before any pixel data is read.
+    skipped with its reason. DICOM headers are read and checked by
+    :func:`mrsr.data.dicom_header.read_dicom_header`, the reader ingest uses: a file it refuses (not
+    DICOM, not a greyscale image, no decoder for its transfer syntax, a declared size over ``limits``
+    or beyond its pixel data, ...) is skipped here with its reason, before any pixel data is read.
 
     Returns:
         (jobs, skipped) with skipped a list of (path, reason).
     """
     namer, jobs, skipped = _Namer(), [], []
     loose: dict[str, DicomJob] = {}
+
+    def header_or_skip(path: Path) -> FileHeader | None:
+        try:
+            return _read_header(path, limits)
+        except SkipInput as exc:
+            skipped.append((path, str(exc)))
+            return None
+
     for raw in inputs:
         path = Path(raw)
         if not path.exists():
@@ -196,41 +190,29 @@ def collect_inputs(inputs: list[Path], out_dir: Path, suffix: str,
         if path.is_file():
             if is_nifti(path):
                 jobs.append(_nifti_job(path, out_dir, suffix, namer))
-                continue
-            try:
-                ds = _read_header(path, limits)
-            except SkipInput as exc:
-                skipped.append((path, str(exc)))
-                continue
-            ext = path.suffix if path.suffix.lower() in DICOM_SUFFIXES else ""
-            stem = path.name[: len(path.name) - len(ext)]
-            uid = str(ds.get("SeriesInstanceUID", ""))
-            job = loose.setdefault(uid, DicomJob(name=_series_name(ds)))
-            job.files.append((path, namer(out_dir, stem + suffix, ext)))
+            elif header := header_or_skip(path):
+                stem, ext = _dicom_stem(path)
+                job = loose.setdefault(header.series_uid, DicomJob(name=_series_name(header)))
+                job.files.append((path, namer(out_dir, stem + suffix, ext)))
             continue
         n_before = len(jobs) + len(skipped)
-        series: dict[str, tuple[pydicom.Dataset, list[tuple[int, Path]]]] = {}
+        headers: list[FileHeader] = []
         # a folder that cannot be listed is skipped with its reason, like a bad file (rglob was silent)
         files = [p for p in list_files(path, lambda folder, why: skipped.append((folder, why)), skip_hidden_dirs=True)
                  if not p.name.startswith(".")]
         for f in files:
             if is_nifti(f):
                 jobs.append(_nifti_job(f, out_dir, suffix, namer))
-                continue
-            try:
-                ds = _read_header(f, limits)
-            except SkipInput as exc:
-                skipped.append((f, str(exc)))
-                continue
-            entry = series.setdefault(str(ds.get("SeriesInstanceUID", "")), (ds, []))
-            entry[1].append((int(ds.get("InstanceNumber", 0) or 0), f))
-        for first, members in series.values():
-            folder = namer(out_dir, _series_name(first) + suffix)
-            job = DicomJob(name=f"{path.name}/{_series_name(first)}", folder=folder)
+            elif header := header_or_skip(f):
+                headers.append(header)
+        for members in group_by_series(headers).values():
+            name = _series_name(members[0])
+            folder = namer(out_dir, name + suffix)
+            job = DicomJob(name=f"{path.name}/{name}", folder=folder)
             inner = _Namer()
-            for _, f in sorted(members):
-                ext = f.suffix if f.suffix.lower() in DICOM_SUFFIXES else ""
-                job.files.append((f, inner(folder, f.name[: len(f.name) - len(ext)], ext)))
+            for header in sorted(members, key=lambda h: (h.instance or 0, h.path)):
+                stem, ext = _dicom_stem(Path(header.path))
+                job.files.append((Path(header.path), inner(folder, stem, ext)))
             jobs.append(job)
         if len(jobs) + len(skipped) == n_before:
             skipped.append((path, "no DICOM or NIfTI files found in this folder"))
@@ -247,21 +229,13 @@ def _nifti_job(path: Path, out_dir: Path, suffix: str, namer: _Namer) -> NiftiJo
 # Intensities
 
 
-def _stored_range(dtype: np.dtype, bits: int | None = None, signed: bool | None = None) -> tuple[float, float]:
-    if bits is None:
-        info = np.iinfo(dtype)
-        return float(info.min), float(info.max)
-    return (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1) if signed else (0.0, 2.0**bits - 1)
-
-
-def to_stored(values: np.ndarray, slope: float, inter: float, dtype: np.dtype,
-              lo: float | None = None, hi: float | None = None) -> np.ndarray:
-    """Invert ``value = stored * slope + inter``; integers are rounded and clipped to [lo, hi]."""
+def to_stored(values: np.ndarray, slope: float, inter: float, dtype: np.dtype) -> np.ndarray:
+    """Invert NIfTI's ``value = stored * scl_slope + scl_inter``; integers are rounded and clipped to ``dtype``.
+    (DICOM's inverse, with BitsStored and MONOCHROME1, is :func:`mrsr.data.dicom_pixels.to_stored_values`.)"""
     raw = (values.astype(np.float64) - inter) / slope
     if np.dtype(dtype).kind in "iu":
-        if lo is None:
-            lo, hi = _stored_range(np.dtype(dtype))
-        raw = np.clip(np.rint(raw), lo, hi)
+        limits = np.iinfo(dtype)
+        raw = np.clip(np.rint(raw), limits.min, limits.max)
     return raw.astype(dtype)
 
 
@@ -270,33 +244,9 @@ def to_stored(values: np.ndarray, slope: float, inter: float, dtype: np.dtype,
 
 
 def failure_reason(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, SkipInput) else f"failed ({type(exc).__name__}: {exc})"
-
-
-def _fg_item(ds: pydicom.Dataset, frame: int, sequence: str) -> pydicom.Dataset | None:
-    """The functional-group macro ``sequence`` for one frame (per-frame first, then shared)."""
-    for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
-        seq = ds.get(groups)
-        items = seq[index].get(sequence) if seq is not None and len(seq) > index else None
-        if items:
-            return items[0]
-    return None
-
-
-def _rescale(ds: pydicom.Dataset, frame: int) -> tuple[float, float]:
-    src = ds if "RescaleSlope" in ds or "RescaleIntercept" in ds else _fg_item(
-        ds, frame, "PixelValueTransformationSequence") or ds
-    # only an absent or empty value means "none" (as in ingest): `or 1` also turned a slope of 0 into 1
-    slope, inter = src.get("RescaleSlope"), src.get("RescaleIntercept")
-    return (1.0 if slope in (None, "") else float(slope)), (0.0 if inter in (None, "") else float(inter))
-
-
-def _finite_rescale(ds: pydicom.Dataset, frame: int) -> tuple[float, float]:
-    """Rescale Slope/Intercept of a frame, or SkipInput when they define no intensities."""
-    slope, inter = _rescale(ds, frame)
-    if not (math.isfinite(slope) and math.isfinite(inter) and slope != 0):
-        raise SkipInput(f"Rescale Slope {slope} / Intercept {inter} (frame {frame}) define no finite intensities")
-    return slope, inter
+    """The one-line reason an input failed: the message of an expected refusal, else the exception named."""
+    expected = isinstance(exc, (SkipInput, UnreadableDicom))
+    return str(exc) if expected else f"failed ({type(exc).__name__}: {exc})"
 
 
 def finite_output(sr: np.ndarray, where: str) -> np.ndarray:
@@ -305,28 +255,6 @@ def finite_output(sr: np.ndarray, where: str) -> np.ndarray:
         raise SkipInput(f"the model's output for {where} holds NaN or infinite values (diverged weights?): "
                         "nothing written for this input")
     return sr
-
-
-def _frames(ds: pydicom.Dataset) -> np.ndarray:
-    """Decoded stored values as (frames, rows, cols)."""
-    try:
-        arr = ds.pixel_array
-    except Exception as exc:  # decoders raise NotImplementedError, ValueError, RuntimeError...
-        raise SkipInput(f"cannot decode pixel data ({type(exc).__name__}: {exc})") from None
-    return arr.reshape(-1, int(ds.Rows), int(ds.Columns))
-
-
-def _read_full(path: Path) -> pydicom.Dataset:
-    bomb = deflated_dicom_problem(path)
-    if bomb:
-        raise SkipInput(bomb)
-    try:
-        ds = pydicom.dcmread(path)
-    except Exception as exc:
-        raise SkipInput(f"unreadable DICOM ({type(exc).__name__}: {exc})") from None
-    if "PixelData" not in ds:
-        raise SkipInput("not an image: no PixelData (float pixel data is not supported)")
-    return ds
 
 
 def _ds(values: list[float]) -> list[DSfloat]:
@@ -349,9 +277,10 @@ def _scale_geometry(ds: pydicom.Dataset, scale: int, n_frames: int) -> None:
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     if per_frame is not None:  # enhanced multi-frame: positions per frame, spacing in the groups
         for i in range(min(n_frames, len(per_frame))):
-            pos, ori = _fg_item(ds, i, "PlanePositionSequence"), _fg_item(ds, i, "PlaneOrientationSequence")
-            meas = _fg_item(ds, i, "PixelMeasuresSequence")
-            if pos is not None and ori is not None and meas is not None and "PixelSpacing" in meas:
+            pos = functional_group_item(ds, i, "PlanePositionSequence", "ImagePositionPatient")
+            ori = functional_group_item(ds, i, "PlaneOrientationSequence", "ImageOrientationPatient")
+            meas = functional_group_item(ds, i, "PixelMeasuresSequence", "PixelSpacing")
+            if pos is not None and ori is not None and meas is not None:
                 pos.ImagePositionPatient = new_position(
                     pos.ImagePositionPatient, ori.ImageOrientationPatient, meas.PixelSpacing)
     for item in _pixel_spacing_holders(ds):
@@ -415,12 +344,8 @@ def _process_dicom(job: DicomJob, upscale: SliceFn, prov: Provenance, new_series
     lo, hi = math.inf, -math.inf
     for src, out in job.files:
         try:
-            ds = _read_full(src)
-            frames = _frames(ds)
-            for i, frame in enumerate(frames):
-                slope, inter = _finite_rescale(ds, i)
-                ends = (float(frame.min()) * slope + inter, float(frame.max()) * slope + inter)
-                lo, hi = min(lo, *ends), max(hi, *ends)
+            values = read_pixels(src)[2]  # scanner units, as ingest reads them (see mrsr.data.dicom_pixels)
+            lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
             good.append((src, out))
         except Exception as exc:  # one bad file must not stop the series: report it and go on
             outcome.skipped.append((src, failure_reason(exc)))
@@ -428,18 +353,18 @@ def _process_dicom(job: DicomJob, upscale: SliceFn, prov: Provenance, new_series
     norm = hi if hi > 0 else 1.0
     for src, out in good:
         try:
-            ds = _read_full(src)
-            frames = _frames(ds)
-            bits_alloc, signed = int(ds.BitsAllocated), int(ds.get("PixelRepresentation", 0)) == 1
-            dtype = np.dtype(f"<{'i' if signed else 'u'}{bits_alloc // 8}")
-            stored_lo, stored_hi = _stored_range(dtype, int(ds.get("BitsStored", bits_alloc)), signed)
-            result = np.empty((len(frames), frames.shape[1] * prov.scale, frames.shape[2] * prov.scale), dtype)
-            for i, frame in enumerate(frames):
-                slope, inter = _finite_rescale(ds, i)
-                values = frame.astype(np.float32) * np.float32(slope) + np.float32(inter)
+            ds, info, frames = read_pixels(src)
+            result = np.empty((len(frames), frames.shape[1] * prov.scale, frames.shape[2] * prov.scale),
+                              stored_dtype(info))
+            for i, values in enumerate(frames):
                 sr = finite_output(upscale(values / np.float32(norm)), f"frame {i}") * np.float32(norm)
                 np.clip(sr, lo, hi, out=sr)  # the input series' range: no overshoot below its minimum
-                result[i] = to_stored(sr, slope, inter, dtype, stored_lo, stored_hi)
+                # Back in the file's own convention: its rescale, and a MONOCHROME1 input stays MONOCHROME1.
+                # Why not convert to MONOCHROME2: the input's window/level and VOI LUT, kept in the header,
+                # are defined on these rescaled values and this polarity, so a viewer shows the output
+                # exactly as it shows the input, side by side, with nothing to re-window. The displayed
+                # image equals the MONOCHROME2 twin's output (tests/test_upscale.py checks it).
+                result[i] = to_stored_values(sr, info, i)
             _scale_geometry(ds, prov.scale, len(frames))
             _derive(ds, prov, new_series_uid)
             for key, fn in (("SmallestImagePixelValue", np.min), ("LargestImagePixelValue", np.max)):
@@ -450,7 +375,7 @@ def _process_dicom(job: DicomJob, upscale: SliceFn, prov: Provenance, new_series
                     del ds[key]
             data = result.tobytes()
             del ds.PixelData
-            ds.add_new(0x7FE00010, "OB" if bits_alloc == 8 else "OW", data + b"\0" * (len(data) % 2))
+            ds.add_new(0x7FE00010, "OB" if info.bits_allocated == 8 else "OW", data + b"\0" * (len(data) % 2))
             with atomic_path(where(out), suffix=".dcm") as tmp:
                 pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
             outcome.written.append(out)
