@@ -362,7 +362,7 @@ def nifti_volume(check: Check) -> Path:
     import nibabel as nib
     import numpy as np
 
-    from mrsr.benchmark import phantom
+    from mrsr.timing import phantom
 
     path = check.work / "volume.nii.gz"
     if path.exists() or check.dry_run:

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from mrsr.bench_train import flops_per_sample, peak_tflops
+from mrsr.machine import flops_per_sample, peak_tflops
 from mrsr.cli import main
 from mrsr.config import Job
 

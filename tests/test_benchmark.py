@@ -14,11 +14,11 @@ import torch
 import yaml
 from torch import nn
 
-from mrsr import benchmark, cli
+from mrsr import cli, inference, machine
 from mrsr.models import build_model
 from mrsr.report import render
 from mrsr.table3 import bf16_rows, table3_rows
-from mrsr.timing import fit, slices_by_size, time_method, timing_config
+from mrsr.timing import bf16_psnr, fit, measure, phantom, slices_by_size, time_method, timing_config
 from report_fixtures import build_results, report_config, timing_frame
 
 BENCHMARK_KEYS = {"model", "scale", "size", "threads", "ms_per_slice", "gflops", "roofline_gflops", "roofline_ratio",
@@ -61,7 +61,7 @@ def test_benchmark_refuses_a_scale_the_model_lacks(capsys):
 
 
 def test_roofline_is_measured():
-    roof = benchmark.matmul_gflops(n=256, runs=3)
+    roof = machine.matmul_roofline(n=256, runs=3)
     assert roof["roofline_n"] == 256
     assert 0.1 < roof["roofline_gflops"] <= roof["roofline_best_gflops"] < 1e5
 
@@ -69,10 +69,10 @@ def test_roofline_is_measured():
 def test_flop_count_of_a_small_conv_net_by_hand():
     net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 5, padding=2))
     # 2 FLOPs per multiply-add: per output pixel 1*4*3*3 and 4*2*5*5 multiply-adds, 10 x 12 pixels.
-    assert benchmark.count_flops(net, torch.rand(1, 1, 10, 12)) == 2 * (1 * 4 * 9 + 4 * 2 * 25) * 10 * 12
+    assert machine.count_flops(net, torch.rand(1, 1, 10, 12)) == 2 * (1 * 4 * 9 + 4 * 2 * 25) * 10 * 12
     deconv = nn.ConvTranspose2d(4, 1, 9, stride=2, padding=4, output_padding=1)
     # A transposed convolution: every input pixel scatters 4 x 1 x 9 x 9 multiply-adds.
-    assert benchmark.count_flops(deconv, torch.rand(1, 4, 8, 8)) == 2 * 4 * 81 * 8 * 8
+    assert machine.count_flops(deconv, torch.rand(1, 4, 8, 8)) == 2 * 4 * 81 * 8 * 8
 
 
 @pytest.mark.parametrize("strategy", ["multi", "single", "double"])
@@ -83,7 +83,7 @@ def test_folded_inference_equals_the_unfolded_network(strategy):
         reference = model(lr)  # the differentiable path
         unfolded = (torch.einsum("n,nbchw->bchw", model.branch_weights, model.branches(lr))
                     if strategy == "multi" else reference)
-    fast = benchmark.prepare(copy.deepcopy(model))
+    fast = inference.prepare(copy.deepcopy(model))
     with torch.inference_mode():
         folded = fast(lr.contiguous(memory_format=torch.channels_last))
     assert folded.shape == (2, 1, 22, 26)
@@ -92,7 +92,7 @@ def test_folded_inference_equals_the_unfolded_network(strategy):
 
 
 def test_fused_cpu_path_follows_weight_updates_and_input_shapes():
-    model = benchmark.prepare(tiny_proposed())
+    model = inference.prepare(tiny_proposed())
     lr = torch.rand(1, 1, 9, 10)
     with torch.no_grad():
         plain = model(lr)  # no inference mode: the unfused path
@@ -108,14 +108,14 @@ def test_fused_cpu_path_follows_weight_updates_and_input_shapes():
 
 def test_bf16_path_psnr_difference_is_finite_and_small():
     model = tiny_proposed()
-    hr = benchmark.phantom(48)
-    fp32 = benchmark.prepare(copy.deepcopy(model))
-    bf16 = benchmark.prepare(copy.deepcopy(model), "bf16")
+    hr = phantom(48)
+    fp32 = inference.prepare(copy.deepcopy(model))
+    bf16 = inference.prepare(copy.deepcopy(model), "bf16")
     assert next(bf16.parameters()).dtype == torch.bfloat16
-    _, sr32 = benchmark.measure(fp32, [hr], 2, runs=1, warmup=0)
-    _, sr16 = benchmark.measure(bf16, [hr], 2, runs=1, warmup=0, dtype="bf16")
+    _, sr32 = measure(fp32, [hr], 2, runs=1, warmup=0)
+    _, sr16 = measure(bf16, [hr], 2, runs=1, warmup=0, dtype="bf16")
     assert sr16[0].dtype == np.float32 and sr16[0].shape == (48, 48)
-    out = benchmark.bf16_psnr([hr], sr32, sr16, 2, border=2)
+    out = bf16_psnr([hr], sr32, sr16, 2, border=2)
     assert all(math.isfinite(v) for v in out.values())
     assert abs(out["psnr_diff_db"]) < 0.5 and out["psnr_bf16_vs_fp32"] > 35
 
@@ -128,7 +128,7 @@ def test_fit_crops_the_centre_and_pads_with_background():
 
 
 def test_time_method_reuses_identical_sizes_and_measures_bf16():
-    slices = [benchmark.phantom(32, seed=i) for i in range(2)]
+    slices = [phantom(32, seed=i) for i in range(2)]
     tcfg = timing_config({"timing": {"runs": 2, "warmup": 0, "sizes": ["native", 32, 24], "dtypes": ["fp32", "bf16"],
                                      "bf16_jobs": ["proposed_multi_x2"], "bf16_runs": 1}})
     rows = pd.DataFrame(time_method("proposed_multi_x2", tiny_proposed(), 2, slices_by_size(slices, tcfg["sizes"]),
@@ -162,7 +162,7 @@ def test_timing_command_writes_table3_and_machine(tmp_path, tiny_config):
 
     store, key = tmp_path / "store", "P1-T1-abc"
     (store / "slices").mkdir(parents=True)
-    volume = np.stack([benchmark.phantom(40, seed=i) * 1000 for i in range(3)]).astype(np.float32)
+    volume = np.stack([phantom(40, seed=i) * 1000 for i in range(3)]).astype(np.float32)
     np.save(store / "slices" / f"{key}.npy", volume)
     known = {"slice_id": [f"{key}:{i:04d}" for i in range(3)], "series_key": key, "slice_index": range(3),
              "patient_id": "P1", "mean": volume.mean(axis=(1, 2))}

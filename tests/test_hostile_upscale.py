@@ -238,7 +238,7 @@ def test_weights_without_full_provenance_and_shape_mismatches(tmp_path):
 
 
 def test_upscaler_refuses_output_of_another_scale():
-    from mrsr.upscale import Upscaler
+    from mrsr.inference import Upscaler
 
     model = tiny_model(2)
     upscaler = Upscaler(model)

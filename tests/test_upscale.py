@@ -27,8 +27,8 @@ from pydicom.uid import (
 )
 
 from mrsr.cli import main
+from mrsr.inference import Upscaler, receptive_radius
 from mrsr.models import build_model
-from mrsr.upscale import Upscaler, receptive_radius
 from mrsr.upscale_io import NiftiJob, Provenance, process_nifti, upscaled_affine
 from mrsr.weights import save_weights
 
@@ -525,9 +525,9 @@ def test_help_documents_exit_status(capsys):
 
 @pytest.mark.parametrize("native", [False, True])
 def test_bf16_on_a_cpu_without_bfloat16_instructions_warns(tmp_path, weights, capsys, monkeypatch, native):
-    from mrsr import benchmark
+    from mrsr import machine
 
-    monkeypatch.setattr(benchmark, "cpu_info", lambda: {"bf16_native": native})
+    monkeypatch.setattr(machine, "cpu_info", lambda: {"bf16_native": native})
     src = make_series(tmp_path / "in", n=1, rle=())
     assert run_cli("--model", weights, "--bf16", "--out", tmp_path / "out", *src) == 0
     err = capsys.readouterr().err

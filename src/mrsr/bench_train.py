@@ -5,11 +5,13 @@ Runs the real training step (:func:`mrsr.train.make_train_step`, so the GPU fast
 paper size, resident on the device as in training, and reports:
 
 - ``samples_per_s``: patches per second over the timed steps (after warm-up and compilation);
-- ``flops_per_sample``: forward + backward FLOPs per patch, counted by
-  :class:`torch.utils.flop_counter.FlopCounterMode` (convolutions and matrix products, 2 per MAC);
-- ``mfu``: achieved FLOP/s over the device's peak: the datasheet's dense bf16 peak for known GPUs
-  (``peak_source: datasheet``), else a large matrix product measured in the same run
-  (``peak_source: measured``; on a CPU, fp32, the precision its training runs in);
+- ``flops_per_sample``: forward + backward FLOPs per patch (:func:`mrsr.machine.flops_per_sample`:
+  :class:`torch.utils.flop_counter.FlopCounterMode`, convolutions and matrix products, 2 per MAC);
+- ``mfu``: achieved FLOP/s over the device's peak (:func:`mrsr.machine.mfu`, the formula ``mrsr train``
+  uses): the datasheet's dense bf16 peak for known GPUs (``peak_source: datasheet``), else the
+  matmul roofline measured in the same run, in the precision training runs in (``peak_source:
+  measured``; :func:`mrsr.machine.matmul_roofline`, the roofline of Table 3's ratio, so on a CPU the
+  two are comparable);
 - projections for the paper's protocol: seconds per epoch of ``--epoch-patches`` x2 patches (the
   other scales scaled by their patch grids) and for its 100 epochs.
 
@@ -29,7 +31,8 @@ import torch
 from mrsr.config import Job, job_train_settings, load_config, model_options, training_jobs
 from mrsr.data.patches import hr_patch_size
 from mrsr.errors import UsageError
-from mrsr.fastpath import FastPath, device_name, flops_per_sample, mfu, peak_tflops, pick_device, synchronize
+from mrsr.fastpath import FastPath, pick_device
+from mrsr.machine import device_name, flops_per_sample, mfu, peak_tflops, synchronize
 from mrsr.models import MODEL_REGISTRY, build_model
 from mrsr.train import TrainConfig, make_optimizer, make_train_step
 

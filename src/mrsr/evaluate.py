@@ -21,17 +21,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from mrsr.benchmark import prepare
-from mrsr.config import Job, JobError, border_pixels, check_model, load_config
+from mrsr.config import Job, border_pixels, load_config
 from mrsr.data.patches import degrade
+from mrsr.data.split import add_store_and_split_arguments, read_split
 from mrsr.data.store import load_series, read_index
-from mrsr.errors import UsageError, existing_dir, existing_file, output_file
+from mrsr.errors import UsageError, existing_file, output_file
+from mrsr.inference import load_for_inference, prepare, super_resolve, to_input
 from mrsr.io import atomic_path, write_csv, write_json
+from mrsr.machine import thread_count, use_threads
 from mrsr.metrics import slice_metrics
-from mrsr.models import MODEL_REGISTRY, SuperResolver, build_model
-from mrsr.weights import check_weights, load_model
+from mrsr.models import MODEL_REGISTRY, SuperResolver
 
 SUMMARY_COLUMNS = ["method", "strategy", "scale", "psnr", "ssim", "n_images", "psnr_std", "ssim_std", "psnr_fg",
                    "n_seeds", "psnr_seed_std", "ssim_seed_std"]
@@ -62,11 +62,10 @@ def example_slice_id(rows: pd.DataFrame) -> str:
     return str(rows.sort_values(["mean", "slice_id"], ascending=[False, True])["slice_id"].iloc[0])
 
 
-@torch.inference_mode()
 def evaluate(model: SuperResolver, store: Path, split: pd.DataFrame, scale: int, border: int,
              foreground_threshold: float, max_slices: int | None = None, example_id: str | None = None):
     """Per-slice metrics of ``model``; returns (DataFrame, example images dict or None)."""
-    prepare(model)  # the fast CPU inference path that Table 3 times (channels-last, no gradients)
+    prepare(model)  # the inference path that Table 3 times and upscale runs (mrsr.inference)
     records, example = [], None
     rows = select_test_rows(store, split, max_slices)
     example_id = example_id or example_slice_id(rows)
@@ -76,7 +75,7 @@ def evaluate(model: SuperResolver, store: Path, split: pd.DataFrame, scale: int,
                              "ingest and split again (ingest drops such slices)")
         hr, lr = degrade(slice_hr[None], scale)
         t0 = time.perf_counter()
-        sr = model(torch.from_numpy(lr)[None])[0, 0].numpy()
+        sr = super_resolve(model, to_input(lr[0]))
         seconds = time.perf_counter() - t0
         if sr.shape != hr[0].shape:
             raise RuntimeError(f"{type(model).__name__} returned {sr.shape} for LR {lr.shape[1:]}; expected {hr[0].shape}")
@@ -112,32 +111,22 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", type=existing_file,
                         help=".safetensors of a trained METHOD model at SCALE (not for bicubic)")
     parser.add_argument("--scale", required=True, type=int, help="upscaling factor")
-    parser.add_argument("--store", required=True, type=existing_dir, help="slice store folder (mrsr ingest)")
-    parser.add_argument("--split", required=True, type=existing_file, help="split.csv (mrsr split)")
+    add_store_and_split_arguments(parser)
     parser.add_argument("--config", required=True, type=Path, help="workflow config (evaluate section)")
     parser.add_argument("--out", required=True, type=output_file, help="per-image CSV to write")
     parser.add_argument("--example", type=output_file, help="npz to write with the example slice's images")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
+    parser.add_argument("--threads", type=thread_count, default=0, help="torch threads; 0 = every available core")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.weights:
-        model, meta = load_model(args.weights)
-        check_weights(args.weights, meta, model=args.method, scale=args.scale)
-        strategy = meta.get("strategy")
-        seed = (meta.get("train") or {}).get("seed")
-    elif args.method != "bicubic":  # the one registered model without learned weights
+    use_threads(args.threads)
+    if args.weights is None and args.method != "bicubic":  # the one registered model without learned weights
         raise UsageError(f"--weights: required with --method {args.method} (only bicubic runs without trained weights)")
-    else:
-        try:
-            check_model(args.method, None, args.scale)
-        except JobError as exc:
-            raise JobError(f"--scale {args.scale}: {exc}", exc.part) from exc
-        model, strategy, seed = build_model(args.method, args.scale), None, None
-    split = pd.read_csv(args.split, dtype={"patient_id": str, "series_key": str})
+    model, meta = load_for_inference(args.method, args.scale, args.weights)
+    strategy = meta.get("strategy")
+    seed = (meta.get("train") or {}).get("seed")
+    split = read_split(args.split)
     ecfg = config["evaluate"]
     frame, example = evaluate(model, args.store, split, args.scale, border_pixels(config, args.scale),
                               ecfg.get("foreground_threshold", 0.05), ecfg.get("max_test_slices"))

@@ -1,8 +1,8 @@
-"""The GPU fast path in one place: which device, what ``auto`` means on it, the backend flags, and
-the model FLOP utilisation (MFU) formula.
+"""The GPU fast path in one place: which device, what ``auto`` means on it, and the backend flags.
 
 ``mrsr train``, ``mrsr benchmark-train`` and ``mrsr upscale`` all go through here, so the benchmark
-measures exactly the settings that training runs with.
+measures exactly the settings that training runs with. The MFU formula, the peaks and the FLOP counts
+are machine facts: :mod:`mrsr.machine`.
 
 Why CUDA ``auto`` is what it is: H100 figures measured by a colleague (issue #12), proposed multi x2,
 batch 128, samples/s (MFU against the dense bf16 datasheet peak, 989 TFLOP/s; 3,232 MFLOP/sample):
@@ -28,23 +28,13 @@ from __future__ import annotations
 
 import inspect
 import os
-import platform
-import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-from mrsr.config import Job
 from mrsr.errors import UsageError
-from mrsr.models import build_model
 
-# Dense (no sparsity) bf16 tensor-core peaks from the vendors' datasheets, TFLOP/s.
-BF16_PEAK_TFLOPS = {
-    "H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 NVL": 835.0, "H100 PCIe": 756.0, "H100": 756.0,
-    "H200": 989.4, "GH200": 989.4, "A100": 312.0, "L40S": 362.1, "A10G": 70.0, "L4": 121.0,
-}
 COMPILE_MODES = {"on": "default", "cudagraphs": "reduce-overhead", "off": None}
 # Steps between reads of the loss back to the host on a GPU (finiteness check, progress bar). A read
 # drains the GPU's queue; every 50 steps that costs well under 1% of a step's time each time.
@@ -154,77 +144,3 @@ class FastPath:
     def optimizer_options(self) -> dict[str, Any]:
         """Keyword arguments for ``torch.optim.SGD``/``Adam``: ``fused=True`` where supported."""
         return {"fused": True} if self.fused_optimizer else {}
-
-
-# --- model FLOP utilisation --------------------------------------------------------------------
-
-def synchronize(device: torch.device) -> None:
-    """Wait for ``device``'s queued work (a no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def datasheet_peak_tflops(device: torch.device) -> float | None:
-    """The dense bf16 datasheet peak of a known GPU, else None."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    for key in sorted(BF16_PEAK_TFLOPS, key=len, reverse=True):  # most specific name first
-        if key in name:
-            return BF16_PEAK_TFLOPS[key]
-    return None
-
-
-def measured_matmul_tflops(device: torch.device, dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
-    """Best TFLOP/s of an n x n matrix product on ``device`` (the roofline when no datasheet fits)."""
-    if device.type == "cpu":
-        n = min(n, 2048)
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    torch.mm(a, b)
-    synchronize(device)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        synchronize(device)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e12
-
-
-def peak_tflops(device: torch.device, bf16: bool) -> tuple[float, str]:
-    """(peak TFLOP/s, "datasheet" | "measured"): the datasheet bf16 peak of a known GPU, else a
-    matrix product measured now in the precision training runs in."""
-    peak = datasheet_peak_tflops(device)
-    if peak is not None:
-        return peak, "datasheet"
-    return measured_matmul_tflops(device, torch.bfloat16 if bf16 else torch.float32), "measured"
-
-
-def flops_per_sample(job: Job, options: dict[str, Any], lr_size: int, hr_size: int, batch: int = 4) -> float:
-    """Forward + backward FLOPs per training patch, counted on a small CPU batch in fp32.
-
-    Args:
-        job: the (model, strategy, scale).
-        options: the model's options (``model.<name>`` of the config).
-        lr_size: LR patch side.
-        hr_size: HR patch side (the loss crops the outputs to it).
-        batch: patches in the counted batch (the count is per patch).
-    """
-    model = build_model(job.model, job.scale, job.strategy, **options)
-    lr = torch.rand(batch, 1, lr_size, lr_size)
-    with FlopCounterMode(display=False) as counter:
-        outputs = model.loss_outputs(lr)
-        sum(out[..., :hr_size, :hr_size].float().mean() for out in outputs).backward()
-    return counter.get_total_flops() / batch
-
-
-def mfu(samples_per_s: float, flops_per_sample: float, peak_tflops: float) -> float:
-    """Model FLOP utilisation: the model's FLOP/s (forward + backward) over the device's peak."""
-    return samples_per_s * flops_per_sample / (peak_tflops * 1e12)

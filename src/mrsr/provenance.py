@@ -26,10 +26,11 @@ PACKAGE = Path(__file__).resolve().parent
 STEP_SOURCES: dict[str, tuple[str, ...]] = {
     "ingest": ("data/ingest.py", "data/dicom.py", "data/dicom_header.py", "data/dicom_pixels.py", "data/store.py", "data/tcia.py", "limits.py"),
     "split": ("data/split.py",),
-    "patches": ("data/patches.py", "data/resize.py"),
+    "patches": ("data/patches.py", "data/resize.py", "data/split.py"),
     "train": ("train.py", "models", "data/resize.py"),
-    "evaluate": ("evaluate.py", "metrics.py", "models", "data/resize.py"),
-    "timing": ("timing.py", "benchmark.py", "table3.py", "models", "data/resize.py"),
+    "evaluate": ("evaluate.py", "metrics.py", "inference.py", "machine.py", "models", "data/resize.py",
+                 "data/split.py"),
+    "timing": ("timing.py", "inference.py", "machine.py", "table3.py", "models", "data/resize.py", "data/split.py"),
     "report": ("report.py", "paper.py", "templates"),
 }
 

@@ -42,6 +42,7 @@ from mrsr.config import (Job, border_pixels, job_seeds, job_train_settings, leak
 from mrsr.errors import existing_file, output_file  # noqa: E402
 from mrsr.evaluate import summarize  # noqa: E402
 from mrsr.io import write_bytes, write_text  # noqa: E402
+from mrsr.machine import cpu_model  # noqa: E402
 from mrsr.recipes import COLUMNS as RECIPE_COLUMNS  # noqa: E402
 from mrsr.recipes import recipe_rows  # noqa: E402
 from mrsr.metrics import RECIPE, crop_border, psnr, ssim  # noqa: E402
@@ -478,15 +479,9 @@ def versions() -> dict[str, str]:
 
 
 def hardware() -> dict[str, str]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "machine": platform.machine(), "system": platform.platform()}
+    """The machine the report was built on: CPU model (:func:`mrsr.machine.cpu_model`), cores, platform."""
+    return {"cpu": cpu_model(), "cores": str(os.cpu_count()), "machine": platform.machine(),
+            "system": platform.platform()}
 
 
 @dataclass(frozen=True)

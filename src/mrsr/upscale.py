@@ -35,17 +35,15 @@ Weights load only through :func:`mrsr.weights.load_model` (safetensors plus a JS
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import torch
-from torch import nn
 from tqdm import tqdm
 
 from mrsr.fastpath import DeviceError, pick_device
+from mrsr.inference import Upscaler, bf16_warning
 from mrsr.upscale_io import (
     DicomJob,
     Outcome,
@@ -57,110 +55,10 @@ from mrsr.upscale_io import (
 )
 from mrsr.io import clean_stale_temporaries
 from mrsr.limits import add_limit_arguments, limits_from_args
+from mrsr.machine import thread_count, use_threads
 from mrsr.weights import WeightsError, load_model
 
 EXIT_SKIPPED = 2
-
-
-def _conv_radius_bound(model: nn.Module) -> int:
-    """Receptive radius (input pixels) of a stack of the model's convolutions: an upper bound for
-    feed-forward nets of convolutions, residual additions and pointwise operations."""
-    radius = 0
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            k, d = m.kernel_size[0], m.dilation[0]
-            p = m.padding[0] if not isinstance(m.padding, str) else (d * (k - 1) // 2 if m.padding == "same" else 0)
-            radius += max(p, d * (k - 1) - p)
-        elif isinstance(m, nn.ConvTranspose2d):
-            k, p, st = m.kernel_size[0], m.padding[0], m.stride[0]
-            radius += math.ceil(max(p, k - 1 - p) / st)
-    return radius
-
-
-def receptive_radius(model: nn.Module, scale: int, device: str | torch.device = "cpu") -> int:
-    """How many input pixels either side of a pixel can change its super-resolved output.
-
-    The larger of the convolution bound and a measurement: the gradient of the output pixels of one
-    input pixel with respect to a random input strip, along rows and along columns (this also finds
-    non-convolutional parts such as bicubic interpolation). A probe grows until the gradient no
-    longer reaches the strip's end.
-    """
-    bound = _conv_radius_bound(model)
-    dtype = next(model.parameters(), torch.empty(0)).dtype
-    gen = torch.Generator().manual_seed(0)
-    measured, size = 0, 2 * (bound + 4) + 1
-    for axis in (2, 3):
-        while True:
-            c, shape = size // 2, [1, 1, 5, 5]
-            shape[axis] = size
-            x = torch.rand(shape, generator=gen, dtype=dtype).to(device).requires_grad_(True)
-            with torch.enable_grad():
-                out = model(x)
-                idx = [slice(None), slice(None), slice(2 * scale, 3 * scale), slice(2 * scale, 3 * scale)]
-                idx[axis] = slice(c * scale, (c + 1) * scale)
-                out[tuple(idx)].sum().backward()
-            hit = (x.grad.abs() > 0).nonzero()[:, axis]
-            reach = int((hit - c).abs().max()) if len(hit) else 0
-            if reach < c or size > 4096:
-                measured = max(measured, reach)
-                break
-            size = 2 * size + 1
-    return max(bound, measured)
-
-
-class Upscaler:
-    """One normalised 2-D slice -> its super-resolved version, tile by tile.
-
-    Args:
-        model: a :class:`mrsr.models.SuperResolver` in eval mode.
-        device: torch device for the model.
-        tile: tile size in input pixels (each side).
-        overlap: context pixels on each side of a tile; None: the receptive radius plus 2.
-        bf16: run under bfloat16 autocast.
-    """
-
-    def __init__(self, model: nn.Module, device: str | torch.device = "cpu", tile: int = 256,
-                 overlap: int | None = None, bf16: bool = False) -> None:
-        self.model, self.device, self.bf16 = model.to(device).eval(), torch.device(device), bf16
-        self.scale = int(model.scale)
-        self.radius = receptive_radius(self.model, self.scale, self.device)
-        self.overlap = self.radius + 2 if overlap is None else int(overlap)
-        if self.overlap < self.radius:
-            raise ValueError(
-                f"overlap {self.overlap} is smaller than the model's receptive radius {self.radius}: "
-                "tiles would disagree at their seams; use --overlap >= "
-                f"{self.radius} (or leave it out)")
-        if tile < 1:
-            raise ValueError(f"tile must be positive, got {tile}")
-        self.tile = int(tile)
-
-    def _run(self, lr: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32))[None, None].to(self.device)
-        with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
-            y = self.model(x)
-        expected = (self.scale * lr.shape[0], self.scale * lr.shape[1])
-        if tuple(y.shape[-2:]) != expected:  # never write an output labelled x{scale} at another scale
-            raise RuntimeError(f"the model returned {tuple(y.shape[-2:])} for a {lr.shape} input, not x{self.scale} "
-                               f"{expected}: its weights and sidecar disagree on the scale")
-        return y[0, 0].float().cpu().numpy()
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        """(h, w) float32 -> (scale*h, scale*w) float32."""
-        h, w = image.shape
-        t, o, s = self.tile, self.overlap, self.scale
-        if h <= t and w <= t:
-            return self._run(image)
-        out = np.empty((s * h, s * w), dtype=np.float32)
-        for y0 in range(0, h, t):
-            y1, ya = min(y0 + t, h), max(0, y0 - o)
-            yb = min(h, y1 + o)
-            for x0 in range(0, w, t):
-                x1, xa = min(x0 + t, w), max(0, x0 - o)
-                xb = min(w, x1 + o)
-                sr = self._run(image[ya:yb, xa:xb])
-                out[s * y0 : s * y1, s * x0 : s * x1] = sr[
-                    s * (y0 - ya) : s * (y1 - ya), s * (x0 - xa) : s * (x1 - xa)]
-        return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -178,7 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="expected scale; refused if the model was trained for another (default: the model's)")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
                         help="cpu (default), cuda, or auto (cuda when available)")
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on GPUs, less exact)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bfloat16 weights and activations (faster on GPUs and on CPUs with AMX or AVX-512 "
+                             "BF16, less exact; Table 3 reports its PSNR cost)")
+    parser.add_argument("--threads", type=thread_count, default=0, help="torch CPU threads; 0 = every available core")
     parser.add_argument("--tile", type=int, default=256, help="tile size in input pixels (default 256)")
     parser.add_argument("--overlap", type=int, default=None,
                         help="tile context in input pixels per side (default: receptive radius + 2)")
@@ -202,12 +103,10 @@ def run(args: argparse.Namespace) -> int:
     except DeviceError as exc:
         print(f"error: --device: {exc}", file=sys.stderr)
         return EXIT_SKIPPED
-    if args.bf16 and device.type == "cpu":
-        from mrsr.benchmark import cpu_info
-
-        if not cpu_info()["bf16_native"]:
-            print("warning: --bf16 on a CPU without bfloat16 instructions (AMX, AVX-512 BF16): emulated, about "
-                  "10 times slower than float32 here (docs/benchmarks.md); leave --bf16 out.", file=sys.stderr)
+    use_threads(args.threads)
+    warning = bf16_warning(device) if args.bf16 else None
+    if warning:
+        print(f"warning: --bf16: {warning}; leave --bf16 out.", file=sys.stderr)
     try:
         upscaler = Upscaler(model, device, args.tile, args.overlap, args.bf16)
     except ValueError as exc:

@@ -1,4 +1,5 @@
-# Metrics on the test split and the summary table. Code: src/mrsr/evaluate.py, src/mrsr/metrics.py.
+# Metrics on the test split and the summary table. Code: src/mrsr/evaluate.py, src/mrsr/metrics.py,
+# src/mrsr/inference.py (the inference path Table 3 times).
 # A trained model is evaluated once per seed (per_image/seed<k>/, SEED_DIR); bicubic has no seed.
 # {splitdir} "by-patient/": the leakage check's evaluations on the split by patient's test set.
 

@@ -21,8 +21,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from mrsr.config import ConfigError, load_config
 from mrsr.data.resize import downscale, mod_crop
+from mrsr.data.split import add_store_and_split_arguments, read_split
 from mrsr.data.store import load_series, read_index
-from mrsr.errors import UsageError, existing_dir, existing_file, output_file
+from mrsr.errors import UsageError, output_file
 from mrsr.io import atomic_path
 
 
@@ -87,8 +88,7 @@ def make_patches(store: Path, split: pd.DataFrame, scale: int, lr_size: int, lr_
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", required=True, type=existing_dir, help="slice store folder (mrsr ingest)")
-    parser.add_argument("--split", required=True, type=existing_file, help="split.csv (mrsr split)")
+    add_store_and_split_arguments(parser)
     parser.add_argument("--config", required=True, type=Path, help="workflow config (patches.x<SCALE> section)")
     parser.add_argument("--scale", required=True, type=int, help="upscaling factor; the config needs patches.x<SCALE>")
     parser.add_argument("--out", required=True, type=output_file, help="patches .npz to write")
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if pcfg is None:
         have = ", ".join(sorted(cfg["patches"]))
         raise UsageError(f"--scale {args.scale}: {args.config} has no 'patches.x{args.scale}' section (it has {have})")
-    split = pd.read_csv(args.split, dtype={"patient_id": str, "series_key": str})
+    split = read_split(args.split)
     arrays = make_patches(args.store, split, args.scale, pcfg["lr_size"], pcfg["lr_stride"],
                           cfg["train"].get("val_slices", 0), cfg["split"]["seed"])
     if pcfg.get("max_patches") and len(arrays["lr"]) > pcfg["max_patches"]:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from mrsr.config import load_config
 from mrsr.data.store import read_index
-from mrsr.errors import existing_dir, output_file
+from mrsr.errors import existing_dir, existing_file, output_file
 from mrsr.io import write_csv, write_json
 
 
@@ -72,6 +72,17 @@ def summarize(series: pd.DataFrame, by: str, seed: int) -> dict:
     train_patients = set(series.loc[series["split"] == "train", "patient_id"])
     test_patients = set(series.loc[series["split"] == "test", "patient_id"])
     return {"by": by, "seed": seed, **counts, "test_patients_in_train": len(test_patients & train_patients)}
+
+
+def add_store_and_split_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--store`` and ``--split``, for the commands that read slices of a split (patches, evaluate, timing)."""
+    parser.add_argument("--store", required=True, type=existing_dir, help="slice store folder (mrsr ingest)")
+    parser.add_argument("--split", required=True, type=existing_file, help="split.csv (mrsr split)")
+
+
+def read_split(path: Path) -> pd.DataFrame:
+    """split.csv with its keys as text (a numeric-looking patient ID keeps its leading zeros)."""
+    return pd.read_csv(path, dtype={"patient_id": str, "series_key": str})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
