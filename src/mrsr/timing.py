@@ -30,15 +30,6 @@ from mrsr.io import write_csv, write_json
 from mrsr.models import SuperResolver, build_model
 from mrsr.weights import load_model
 
-DEFAULTS: dict[str, Any] = {"threads": 0, "runs": 10, "warmup": 1, "slices": 2, "sizes": ["native", 256],
-                            "dtypes": ["fp32"], "bf16_jobs": "all", "bf16_runs": None, "roofline_n": 2048}
-
-
-def timing_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The ``timing`` section with defaults filled in."""
-    return {**DEFAULTS, **(config.get("timing") or {})}
-
-
 def fit(image: np.ndarray, size: int) -> np.ndarray:
     """The centre ``size`` x ``size`` of ``image``, zero-padded (MR background) where it is smaller."""
     out = np.zeros((size, size), np.float32)
@@ -108,7 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    tcfg = timing_config(config)
+    tcfg = config["timing"]  # complete: loading filled in the schema's defaults
     # Every model is loaded (a bad weights file refused) before the slow part starts.
     methods: list[tuple[str, SuperResolver, int]] = [(f"bicubic_x{s}", build_model("bicubic", s), s)
                                                      for s in config["scales"]]
