@@ -35,8 +35,8 @@ def wildcard_job(wildcards):
 
 
 # Each job is trained once per seed (train.seeds), into a folder of its own: SEED_DIR ("seed{seed}",
-# defined with its wildcard constraint SEED_RE in mrsr.workflow_support) is the path segment of every
-# rule that has a seed, so job names stay proposed_multi_x2 everywhere. RUNS: every (job, seed);
+# defined with its wildcard constraint SEED_RE in mrsr.workflow_support) is the path segment of the
+# rules with a seed, so job names stay proposed_multi_x2 everywhere. RUNS: every (job, seed);
 # FIRST_RUNS: each job's first seed, the one Table 3, Figure 3 and the training curves show.
 RUNS = [(job, seed) for job in JOBS for seed in job_seeds(config, job)]
 FIRST_RUNS = [(job, job_seeds(config, job)[0]) for job in JOBS]
