@@ -3,7 +3,8 @@
 # Run: snakemake --cores 8 all   (the paper's protocol: add --configfile config/paper.yaml)
 import os
 
-from mrsr.config import ConfigError, profile_file, validate_config
+from mrsr.config import ConfigError, validate_config
+from mrsr.workflow_support import profile_file
 
 # A profile is a complete statement of a run, and the file every job reads. Snakemake deep-merges
 # --configfile over a workflow's `configfile:`, which would let quick-only keys of config.yaml leak
@@ -13,6 +14,8 @@ from mrsr.config import ConfigError, profile_file, validate_config
 if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
+# Validation completes `config` in place with the schema's defaults (workflow/schemas/config.schema.yaml),
+# as every job's load_config does with the same file: the rules read config[...] without fallbacks.
 try:
     PROFILE_FILE = profile_file(workflow.overwrite_configfiles, workflow.config_settings.config, config)
     validate_config(config, base_dir=workflow.basedir)

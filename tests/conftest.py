@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+
+from mrsr.config import Job, job_train_settings, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +20,20 @@ def root() -> Path:
 
 @pytest.fixture(scope="session")
 def default_config() -> dict:
-    return yaml.safe_load((ROOT / "config.yaml").read_text())
+    """config.yaml as every job reads it: validated, the schema's defaults filled in."""
+    return load_config(ROOT / "config.yaml")
+
+
+@pytest.fixture()
+def train_config(default_config):
+    """Builds a TrainConfig: the default profile's global ``train`` settings (seed 0) with keyword overrides
+    (TrainConfig has no defaults of its own: they are the schema's)."""
+    from mrsr.train import TrainConfig  # deferred: torch
+
+    def make(**overrides) -> TrainConfig:
+        return TrainConfig.from_config(job_train_settings(default_config, Job("proposed", "multi", 2), seed=0) | overrides)
+
+    return make
 
 
 @pytest.fixture()

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mrsr.config import Job, job_seeds, leakage_job, seed_dir, training_jobs
+from mrsr.config import Job, job_seeds, leakage_job, training_jobs
 from mrsr.data.patches import degrade
 from mrsr.data.resize import upscale
 from mrsr.evaluate import summarize
 from mrsr.report import ReportInputs
+from mrsr.workflow_support import seed_dir
 
 
 def phantom(size: int = 64) -> np.ndarray:

@@ -18,7 +18,7 @@ from mrsr import cli, inference, machine
 from mrsr.models import build_model
 from mrsr.report import render
 from mrsr.table3 import bf16_rows, table3_rows
-from mrsr.timing import bf16_psnr, fit, measure, phantom, slices_by_size, time_method, timing_config
+from mrsr.timing import bf16_psnr, fit, measure, phantom, slices_by_size, time_method
 from report_fixtures import build_results, report_config, timing_frame
 
 BENCHMARK_KEYS = {"model", "scale", "size", "threads", "ms_per_slice", "gflops", "roofline_gflops", "roofline_ratio",
@@ -127,10 +127,10 @@ def test_fit_crops_the_centre_and_pads_with_background():
     assert padded.shape == (8, 8) and padded[0].sum() == 0 and np.array_equal(padded[1:7, 1:7], image)
 
 
-def test_time_method_reuses_identical_sizes_and_measures_bf16():
+def test_time_method_reuses_identical_sizes_and_measures_bf16(default_config):
     slices = [phantom(32, seed=i) for i in range(2)]
-    tcfg = timing_config({"timing": {"runs": 2, "warmup": 0, "sizes": ["native", 32, 24], "dtypes": ["fp32", "bf16"],
-                                     "bf16_jobs": ["proposed_multi_x2"], "bf16_runs": 1}})
+    tcfg = default_config["timing"] | {"runs": 2, "warmup": 0, "sizes": ["native", 32, 24], "dtypes": ["fp32", "bf16"],
+                                       "bf16_jobs": ["proposed_multi_x2"], "bf16_runs": 1}
     rows = pd.DataFrame(time_method("proposed_multi_x2", tiny_proposed(), 2, slices_by_size(slices, tcfg["sizes"]),
                                     tcfg, border=2))
     assert list(zip(rows["size"], rows["dtype"])) == [(s, d) for d in ("fp32", "bf16") for s in ("native", "32", "24")]

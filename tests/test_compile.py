@@ -23,7 +23,7 @@ from mrsr.data.resize import torch_upscale, upscale
 from mrsr.fastpath import GPU_SYNC_INTERVAL, DeviceError, FastPath, pick_device
 from mrsr.machine import mfu
 from mrsr.models import GPU_SLOTS_PER_CARD, MODEL_REGISTRY, build_model, gpu_slots
-from mrsr.train import HISTORY_COLUMNS, TrainConfig, make_train_step, train
+from mrsr.train import HISTORY_COLUMNS, make_train_step, train
 from mrsr.weights import save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ def two_steps(job: Job, compile_mode: str | None, backend: str, device: torch.de
     model = build_model(job.model, job.scale, job.strategy, **model_options(PAPER, job.model)).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     fast = FastPath(bf16, False, compile_mode)
-    step = make_train_step(model, optimizer, fast, device, backend=backend, fullgraph=True)
+    step = make_train_step(model, optimizer, fast, device, loss_reduction="mean", backend=backend, fullgraph=True)
     m = PAPER["patches"][f"x{job.scale}"]["lr_size"]
     gen = torch.Generator().manual_seed(1)
     batches = [(torch.rand(2, 1, m, m, generator=gen), torch.rand(2, 1, (m - 1) * job.scale + 1,
@@ -171,18 +171,18 @@ def test_checkpoints_follow_the_interval(tmp_path, patches, tiny_config, monkeyp
 
 # --- what auto means, per device ------------------------------------------------------------------
 
-def test_auto_resolves_per_device():
-    cpu = FastPath.resolve(TrainConfig(), torch.device("cpu"))
+def test_auto_resolves_per_device(train_config):
+    cpu = FastPath.resolve(train_config(), torch.device("cpu"))
     assert (cpu.bf16, cpu.channels_last, cpu.compile_mode, cpu.fused_optimizer, cpu.cudnn_benchmark,
             cpu.sync_every) == (False, False, None, False, False, 1)
-    cuda = FastPath.resolve(TrainConfig(deterministic=False), torch.device("cuda"))
+    cuda = FastPath.resolve(train_config(deterministic=False), torch.device("cuda"))
     assert (cuda.bf16, cuda.channels_last, cuda.compile_mode, cuda.cudnn_benchmark, cuda.sync_every) == \
         (True, True, "reduce-overhead", True, GPU_SYNC_INTERVAL)
     assert cuda.cuda_graphs and cuda.fused_optimizer == ("fused" in torch.optim.SGD.__init__.__code__.co_varnames)
-    assert not FastPath.resolve(TrainConfig(deterministic=True), torch.device("cuda")).cudnn_benchmark
-    explicit = FastPath.resolve(TrainConfig(amp="off", channels_last="off", compile="on"), torch.device("cuda"))
+    assert not FastPath.resolve(train_config(deterministic=True), torch.device("cuda")).cudnn_benchmark
+    explicit = FastPath.resolve(train_config(amp="off", channels_last="off", compile="on"), torch.device("cuda"))
     assert (explicit.bf16, explicit.channels_last, explicit.compile_mode) == (False, False, "default")
-    assert FastPath.resolve(TrainConfig(compile="cudagraphs"), torch.device("cpu")).compile_mode == "reduce-overhead"
+    assert FastPath.resolve(train_config(compile="cudagraphs"), torch.device("cpu")).compile_mode == "reduce-overhead"
 
 
 def test_mfu_formula():

@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from mrsr.config import ConfigError, Job, JobError, load_config, training_jobs, validate_config
+from mrsr.config import SCHEMA_PATH, ConfigError, Job, JobError, load_config, training_jobs, validate_config
 from mrsr.models import MODEL_REGISTRY
 
 
@@ -44,6 +44,9 @@ def test_default_and_paper_configs_are_valid(root, default_config):
         (lambda c: c["experiments"][0].update(train={"epochs": 2.0}), r"'experiments.0.train.epochs': 2.0 is not of type"),
         (lambda c: c["patches"]["x2"].update(lr_size=14.5), r"'patches.x2.lr_size': 14.5 is not of type 'integer'"),
         (lambda c: c.update(scales=[2]), r"'experiments.0.scales': scale 3 is not in 'scales' \[2\]"),
+        (lambda c: c["experiments"].append({"model": "bicubic", "scales": [2]}), r"experiments.\d+.model.*no learned parameters"),
+        (lambda c: c.update(leakage={"job": "Proposed_multi_x2"}), r"'leakage.job': Proposed_multi_x2: not a job name"),
+        (lambda c: c.update(leakage={"job": "fscwn_x3"}), r"'leakage.job': fscwn_x3: .*supports scales 2, not 3"),
     ],
 )
 def test_config_errors_name_the_key_or_file(root, default_config, mutate, message):
@@ -51,6 +54,31 @@ def test_config_errors_name_the_key_or_file(root, default_config, mutate, messag
     mutate(cfg)
     with pytest.raises(ConfigError, match=message):
         validate_config(cfg, base_dir=root)
+
+
+def test_loading_fills_in_the_schemas_defaults(root, tmp_path):
+    """The schema holds every default: a profile without the optional keys loads complete, filled from it."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]
+    raw = yaml.safe_load((root / "config.yaml").read_text())
+    short = copy.deepcopy(raw)
+    del short["timing"], short["leakage"], short["train"]["momentum"], short["train"]["val_slices"]
+    short["evaluate"], short["data"] = {}, {"source": "sample"}
+    (tmp_path / "short.yaml").write_text(yaml.safe_dump(short))
+    config = load_config(tmp_path / "short.yaml")
+    defaults = lambda section: {k: v["default"] for k, v in section["properties"].items()}  # noqa: E731
+    assert config["timing"] == defaults(schema["timing"]) and config["evaluate"] == defaults(schema["evaluate"])
+    assert config["leakage"] is None and config["data"]["tcia"] == defaults(schema["data"]["properties"]["tcia"])
+    assert config["data"]["sample_dir"] == "data/btp-sample" and config["patches"]["x2"]["max_patches"] is None
+    assert {k: config["train"][k] for k in ("momentum", "val_slices")} == {"momentum": 0.9, "val_slices": 0}
+    # what the profile gives is kept; an experiment's `train:` holds only its overrides (a default
+    # there would override the global section)
+    assert config["train"]["lr"] == raw["train"]["lr"] and config["scales"] == raw["scales"]
+    assert [e.get("train") for e in config["experiments"]] == [e.get("train") for e in raw["experiments"]]
+    # every training key has a value (TrainConfig has no defaults of its own), and no default is shared
+    assert set(schema["train"]["properties"]) | {"optimizer", "lr", "batch_size", "epochs", "seeds"} == \
+        set(yaml.safe_load(SCHEMA_PATH.read_text())["$defs"]["train_settings"]["properties"]) - {"seed"}
+    config["timing"]["sizes"].append(512)
+    assert load_config(tmp_path / "short.yaml")["timing"]["sizes"] == ["native", 256]
 
 
 def test_missing_or_broken_config_file(tmp_path):

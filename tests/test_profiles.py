@@ -1,7 +1,8 @@
 """Profiles, provenance and DVC/Snakemake agreement, through the real tools.
 
 - A profile is a complete statement: Snakemake's own config (after its merge) is exactly the profile
-  file, for both shipped profiles, and the jobs read that file.
+  file with the schema's defaults filled in, as every job loads it, for both shipped profiles, and the
+  jobs read that file.
 - A dry run of another profile changes nothing a finished run's jobs read.
 - After a change to one experiment, `dvc repro` reruns that experiment's jobs and what depends on
   them, and leaves every other weight file byte-identical; files restored with new modification
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mrsr.config import load_config
 from test_workflow import SNAKEMAKE, copy_workflow, run
 
 DVC = [sys.executable, "-m", "dvc"]
@@ -51,7 +53,8 @@ def planned_jobs(work: Path, *args: str) -> dict[str, int]:
 
 
 # Appended to the copied Snakefile: writes the `config` Snakemake built (after its own merge of
-# --configfile over the workflow's configfile:), the dict every rule's params and validation use.
+# --configfile over the workflow's configfile:, and the Snakefile's validation, which fills in the
+# schema's defaults), the dict every rule's params use.
 DUMP_RULE = """
 
 rule dump_config:
@@ -77,7 +80,8 @@ def test_snakemake_config_is_exactly_the_profile_file(root, tmp_path, profile):
     result = run([*SNAKEMAKE, "snakemake-config.yaml", "--cores", "1", *extra], work)
     assert result.returncode == 0, result.stderr[-3000:]
     given = yaml.safe_load((work / profile).read_text())
-    assert yaml.safe_load((work / "snakemake-config.yaml").read_text()) == given  # nothing leaks in, nothing lost
+    # nothing leaks in, nothing lost: the file as a job's load_config reads it (the schema's defaults filled in)
+    assert yaml.safe_load((work / "snakemake-config.yaml").read_text()) == load_config(work / profile)
     # ... and the jobs read that very file.
     dry = run([*SNAKEMAKE, "all", "-n", "-p", "--forceall", *extra], work)
     commands = [line for line in dry.stdout.splitlines() if " mrsr train " in line]

@@ -15,10 +15,10 @@ import yaml
 from safetensors.torch import load_file
 
 from mrsr.cli import main
-from mrsr.config import (SEED_DIR, SEED_RE, ConfigError, Job, job_seeds, job_train_settings, leakage_job, seed_dir,
-                         validate_config)
+from mrsr.config import ConfigError, Job, job_seeds, job_train_settings, leakage_job, validate_config
 from mrsr.evaluate import SUMMARY_COLUMNS, summarize
 from mrsr.train import train
+from mrsr.workflow_support import SEED_DIR, SEED_RE, seed_dir
 
 PROPOSED = Job("proposed", "multi", 2)
 SRCNN = Job("srcnn", None, 2)

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from mrsr.config import Job, job_train_settings
 from mrsr.models import build_model
 from mrsr.fastpath import FastPath
-from mrsr.train import HISTORY_COLUMNS, NonFiniteLossError, TrainConfig, make_train_step, train
+from mrsr.train import HISTORY_COLUMNS, NonFiniteLossError, make_train_step, train
 from mrsr.weights import WeightsError, load_model
 
 
@@ -82,11 +82,11 @@ def test_experiment_overrides_the_training_budget(tmp_path, patches, tiny_config
     assert meta["train"]["steps_per_epoch"] == 1 and meta["train"]["epochs"] == 1
 
 
-def test_fast_path_switches_train_on_the_cpu(tmp_path, patches, tiny_config):
+def test_fast_path_switches_train_on_the_cpu(tmp_path, patches, tiny_config, train_config):
     """bf16 autocast and channels_last (the GPU defaults) also run on the CPU, with finite losses."""
-    cuda = FastPath.resolve(TrainConfig(), torch.device("cuda"))  # tests/test_compile.py: every switch
+    cuda = FastPath.resolve(train_config(), torch.device("cuda"))  # tests/test_compile.py: every switch
     assert (cuda.bf16, cuda.channels_last, cuda.compile_mode) == (True, True, "reduce-overhead")
-    cpu = FastPath.resolve(TrainConfig(), torch.device("cpu"))
+    cpu = FastPath.resolve(train_config(), torch.device("cpu"))
     assert (cpu.bf16, cpu.channels_last, cpu.compile_mode) == (False, False, None)
     tiny_config["train"].update(epochs=1, steps_per_epoch=2, amp="bf16", channels_last="on")
     history = train(Job("proposed", "multi", 2), patches, tmp_path / "f.safetensors", tiny_config)
@@ -104,7 +104,7 @@ def test_compiled_step_equals_eager_step():
         torch.manual_seed(1)
         model = build_model("proposed", 2, "multi", features=8, units=2)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-        step = make_train_step(model, optimizer, FastPath(False, False, mode), torch.device("cpu"))
+        step = make_train_step(model, optimizer, FastPath(False, False, mode), torch.device("cpu"), loss_reduction="mean")
         results.append([tuple(float(v) for v in step(lr, hr, 0.4)) for _ in range(2)])
     np.testing.assert_allclose(results[0], results[1], rtol=1e-4)
 
@@ -220,12 +220,12 @@ def test_lr_size_larger_than_the_images_names_the_key(tmp_path):
 
 
 # ------------------------------------------------ per-model recipes (issue #13) -------------------
-def test_parameter_groups_get_their_configured_rates():
+def test_parameter_groups_get_their_configured_rates(train_config):
     """SRCNN as published: 1e-4 for the first two layers, 1e-5 (x 0.1) for the last."""
     from mrsr.train import make_optimizer
 
     model = build_model("srcnn", 2)
-    cfg = TrainConfig(optimizer="sgd", lr=1e-4, momentum=0.9, weight_decay=0.0, param_groups={"last": 0.1})
+    cfg = train_config(optimizer="sgd", lr=1e-4, momentum=0.9, weight_decay=0.0, param_groups={"last": 0.1})
     optimizer = make_optimizer(model, cfg)
     rates = {g["name"]: g["lr"] for g in optimizer.param_groups}
     assert rates == pytest.approx({"body": 1e-4, "last": 1e-5})
@@ -234,18 +234,20 @@ def test_parameter_groups_get_their_configured_rates():
     assert all(g["momentum"] == 0.9 for g in optimizer.param_groups)
     # proposed/single: empty groups (no image deconvolution, no fusion weights) get no optimiser group
     single = make_optimizer(build_model("proposed", 2, "single", features=8, units=2),
-                            TrainConfig(optimizer="adam", lr=1e-3, param_groups={"upsample": 0.5, "fusion": 2.0}))
+                            train_config(optimizer="adam", lr=1e-3, param_groups={"upsample": 0.5, "fusion": 2.0}))
     assert [g["name"] for g in single.param_groups] == ["body", "last"]
     with pytest.raises(ValueError, match="has no group 'upsample'"):
-        make_optimizer(build_model("espcn", 2), TrainConfig(param_groups={"upsample": 0.1}))
+        make_optimizer(build_model("espcn", 2), train_config(param_groups={"upsample": 0.1}))
 
 
 def test_schedules_per_step():
     from mrsr.train import LrSchedule
 
-    step = LrSchedule("step", steps_per_epoch=10, epochs=30, lr_step_epochs=10, lr_gamma=0.1)
+    step = LrSchedule("step", steps_per_epoch=10, epochs=30, lr_step_epochs=10, lr_gamma=0.1, lr_min_ratio=0.0,
+                      warmup_epochs=0)
     assert [step(s) for s in (0, 99, 100, 199, 200)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
-    cosine = LrSchedule("cosine", steps_per_epoch=10, epochs=10, lr_min_ratio=0.01, warmup_epochs=1)
+    cosine = LrSchedule("cosine", steps_per_epoch=10, epochs=10, lr_step_epochs=20, lr_gamma=0.1, lr_min_ratio=0.01,
+                        warmup_epochs=1)
     assert [cosine(s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])  # linear warm-up
     assert cosine(10) == pytest.approx(1.0) and cosine(99) == pytest.approx(0.01)
     assert cosine(10) > cosine(50) > cosine(99)

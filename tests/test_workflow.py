@@ -41,7 +41,7 @@ def dvc_stages(root: Path) -> dict:
         return {stage.name: stage for stage in repo.index.stages}
 
 
-# Snakemake rule -> the step of src/mrsr/provenance.py whose code it runs (None: runs no package code).
+# Snakemake rule -> the step of src/mrsr/workflow_support.py whose code it runs (None: runs no package code).
 RULE_STEP = {"download_tcia": "ingest", "ingest": "ingest", "split": "split", "patches": "patches", "train": "train",
              "evaluate_bicubic": "evaluate", "evaluate_model": "evaluate", "summarize": "evaluate",
              "timing": "timing", "report": "report", "effective_config": None}
@@ -57,7 +57,7 @@ def test_lint_is_clean_and_dry_run_lists_every_stage(root):
 
 
 def test_dvc_stages_agree_with_the_snakemake_dag(root):
-    from mrsr.provenance import STEP_SOURCES
+    from mrsr.workflow_support import STEP_SOURCES
 
     stages = dvc_stages(root)
     seen: dict[str, str] = {}

@@ -1,12 +1,15 @@
-"""Loading and validating the workflow configuration (config.yaml, config/paper.yaml).
+"""Loading and validating the workflow configuration (config.yaml, config/paper.yaml), and job names.
 
 The JSON Schema lives in workflow/schemas/config.schema.yaml (the package reaches it through a
-symlink). Errors name the offending key or file, so a run stops at once with something actionable.
+symlink); it holds every setting's default, which validation fills in, so a validated config is
+complete and no code carries fallbacks of its own. Errors name the offending key or file, so a run
+stops at once with something actionable.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import os
 import re
@@ -24,7 +27,24 @@ SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 # a setting that passed validation failed an hour into training. Here an integer is an int.
 _TYPES = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
     "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool))
-Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=_TYPES)
+_Checker = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=_TYPES)
+
+
+def _fill_defaults(validator: Any, properties: dict[str, Any], instance: Any, schema: dict[str, Any]) -> Any:
+    """The ``properties`` keyword, first setting each absent property that has a ``default:``.
+
+    As Snakemake's ``validate(config, schema, set_default=True)`` (the jsonschema FAQ's recipe), with
+    a copy of each default (a list default must not be shared between configs) and only on mappings.
+    """
+    if validator.is_type(instance, "object"):
+        for name, subschema in properties.items():
+            if "default" in subschema and name not in instance:
+                instance[name] = copy.deepcopy(subschema["default"])
+    yield from _Checker.VALIDATORS["properties"](validator, properties, instance, schema)
+
+
+# Validates and fills in the schema's defaults, in place.
+Validator = jsonschema.validators.extend(_Checker, {"properties": _fill_defaults})
 
 
 class ConfigError(UsageError, ValueError):
@@ -72,12 +92,28 @@ def check_model(model: str, strategy: str | None = None, scale: int | None = Non
         raise JobError(f"model {model!r} supports scales {', '.join(map(str, spec.scales))}, not {scale}", "scale")
 
 
+def trainable(model: str) -> bool:
+    """Whether a registered model has learned parameters, i.e. can be a training job (all but bicubic)."""
+    from mrsr.models import MODEL_REGISTRY  # deferred: torch is imported only when a model is named
+
+    return bool(MODEL_REGISTRY[model].groups)
+
+
 def _key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "(top level)"
 
 
 def validate_config(config: dict[str, Any], base_dir: str | Path | None = None) -> dict[str, Any]:
-    """Validate against the schema and, given ``base_dir``, check the folders it names there.
+    """Validate against the schema, fill in its defaults and, given ``base_dir``, check the folders
+    the config names there.
+
+    Args:
+        config: the parsed profile; completed in place with the schema's ``default:`` values (as
+            Snakemake's ``validate`` does with the workflow's ``config``).
+        base_dir: the folder data paths are relative to; None skips the folder checks.
+
+    Returns:
+        ``config``, complete.
 
     Raises:
         ConfigError: naming the first offending key (schema) or file (missing data folder).
@@ -95,11 +131,11 @@ def validate_config(config: dict[str, Any], base_dir: str | Path | None = None) 
     data = config["data"]
     base = Path(base_dir) if base_dir is not None else None
     if base is not None and data["source"] == "sample":
-        folder = base / data.get("sample_dir", "data/btp-sample")
+        folder = base / data["sample_dir"]
         if not folder.is_dir():
             raise ConfigError(f"config key 'data.sample_dir': folder {folder} does not exist")
     if data["source"] == "local":
-        if not data.get("local_dir"):
+        if not data["local_dir"]:
             raise ConfigError("config key 'data.local_dir': required when data.source is 'local'")
         if base is not None and not (base / data["local_dir"]).is_dir():
             raise ConfigError(f"config key 'data.local_dir': folder {base / data['local_dir']} does not exist")
@@ -117,12 +153,15 @@ def validate_config(config: dict[str, Any], base_dir: str | Path | None = None) 
         except JobError as exc:
             key = "scales" if exc.part == "scale" else exc.part
             raise ConfigError(f"config key 'experiments.{i}.{key}': {exc}") from exc
+        if not trainable(exp["model"]):
+            raise ConfigError(f"config key 'experiments.{i}.model': {exp['model']!r} has no learned parameters to "
+                              "train (bicubic is evaluated at every scale without an experiment)")
         for s in exp["scales"]:
             if s not in config["scales"]:
                 raise ConfigError(f"config key 'experiments.{i}.scales': scale {s} is not in 'scales' "
                                   f"{config['scales']} (no patches are made for it); add it there or remove it here")
         check_recipe_groups(exp["model"], config["train"], exp.get("train") or {}, i)
-    leakage = config.get("leakage")
+    leakage = config["leakage"]
     if leakage:
         try:
             job = Job.from_name(leakage["job"])
@@ -167,30 +206,6 @@ def check_recipe_groups(model: str, global_train: dict[str, Any], overrides: dic
 def file_sha256(path: str | Path) -> str:
     """SHA-256 hex digest of a file's bytes."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def profile_file(configfiles: list[Path], overrides: dict[str, Any], config: dict[str, Any]) -> str:
-    """The one file that states a Snakemake run's configuration, which every job then reads.
-
-    Args:
-        configfiles: the run's ``--configfile`` paths (empty: config.yaml, the default profile).
-        overrides: the run's ``--config key=value`` settings.
-        config: the configuration Snakemake built from them.
-
-    Raises:
-        ConfigError: several profile files or command-line overrides (a profile is a complete
-            statement: write one file), or ``config`` differs from the file.
-    """
-    if overrides:
-        raise ConfigError(f"--config {' '.join(sorted(overrides))}=...: a profile is one complete file; copy "
-                          "config.yaml, edit it and pass it with --configfile instead")
-    if len(configfiles) > 1:
-        raise ConfigError(f"--configfile {' '.join(map(str, configfiles))}: give one profile file (a complete "
-                          "configuration), not several to merge")
-    path = str(configfiles[0]) if configfiles else "config.yaml"
-    if yaml.safe_load(Path(path).read_text(encoding="utf-8")) != config:
-        raise ConfigError(f"config file {path}: Snakemake's configuration differs from the file")
-    return os.path.relpath(path) if Path(path).is_absolute() and Path(path).is_relative_to(Path.cwd()) else path
 
 
 def load_config(path: str | Path, base_dir: str | Path | None = None) -> dict[str, Any]:
@@ -290,7 +305,8 @@ def _experiment_train(config: dict[str, Any], job: Job) -> dict[str, Any]:
 
 
 def job_seeds(config: dict[str, Any], job: Job) -> list[int]:
-    """The training seeds of ``job``: each is a run of its own (weights under :func:`seed_dir`).
+    """The training seeds of ``job``: each is a run of its own (weights under
+    :func:`mrsr.workflow_support.seed_dir`).
 
     ``train.seeds`` (a list) or ``train.seed`` (one), from the job's experiment if it names either,
     else from the global ``train`` section; neither: seed 0. The first seed's run is the job's
@@ -321,38 +337,21 @@ def job_train_settings(config: dict[str, Any], job: Job, seed: int | None = None
     return settings
 
 
-# Where one seed's run of a job lives: a folder level, so job names (proposed_multi_x2) stay the
-# same everywhere: models/<profile>/seed0/proposed_multi_x2.safetensors,
-# results/<profile>/metrics/per_image/seed0/proposed_multi_x2.csv. The workflow's rules use
-# SEED_DIR as their path segment (its {seed} is the wildcard) and SEED_RE as its constraint.
-SEED_DIR = "seed{seed}"
-SEED_RE = "[0-9]+"
-# The split-leakage check's files (config key ``leakage``) are the profile's own paths with
-# BY_PATIENT inserted after the stage's folder: data/prepared/<profile>/by-patient/split.csv,
-# models/<profile>/by-patient/seed0/proposed_multi_x2.safetensors. The rules' {splitdir} wildcard
-# is "" (the profile's split) or BY_PATIENT; SPLIT_DIR_RE is its constraint.
-BY_PATIENT = "by-patient/"
-SPLIT_DIR_RE = f"({BY_PATIENT})?"
-
-
-def seed_dir(seed: int) -> str:
-    """The folder of one training seed's outputs, e.g. ``seed0``."""
-    return SEED_DIR.format(seed=int(seed))
-
-
 def leakage_job(config: dict[str, Any]) -> Job | None:
     """The job of the split-leakage check (``leakage.job``), or None when the check is off."""
-    leakage = config.get("leakage")
+    leakage = config["leakage"]
     return Job.from_name(leakage["job"]) if leakage else None
 
 
 def border_pixels(config: dict[str, Any], scale: int) -> int:
-    border = config["evaluate"].get("border", "scale")
+    """Pixels cropped at each border before the metrics (``evaluate.border``: ``scale`` or a number)."""
+    border = config["evaluate"]["border"]
     return scale if border == "scale" else int(border)
 
 
 def model_options(config: dict[str, Any], model: str) -> dict[str, Any]:
-    return dict(config.get("model", {}).get(model, {}) or {})
+    """``model.<model>``: the options the config gives that model's constructor (none: its own defaults)."""
+    return dict(config["model"].get(model) or {})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -129,7 +129,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     split = read_split(args.split)
     ecfg = config["evaluate"]
     frame, example = evaluate(model, args.store, split, args.scale, border_pixels(config, args.scale),
-                              ecfg.get("foreground_threshold", 0.05), ecfg.get("max_test_slices"))
+                              ecfg["foreground_threshold"], ecfg["max_test_slices"])
     refuse_nan_metrics(frame, f"{args.method} x{args.scale}")
     frame.insert(0, "method", args.method)
     frame.insert(1, "strategy", strategy or "")

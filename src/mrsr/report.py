@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import inspect
 import io
 import json
 import os
@@ -46,6 +47,7 @@ from mrsr.machine import cpu_model  # noqa: E402
 from mrsr.recipes import COLUMNS as RECIPE_COLUMNS  # noqa: E402
 from mrsr.recipes import recipe_rows  # noqa: E402
 from mrsr.metrics import RECIPE, crop_border, psnr, ssim  # noqa: E402
+from mrsr.models.proposed import MultiResolutionSR  # noqa: E402
 from mrsr.table3 import bf16_rows, size_labels, table3_rows  # noqa: E402
 from mrsr.weights import git_revision  # noqa: E402
 
@@ -256,15 +258,23 @@ def table2_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return groups
 
 
+def proposed_init(config: dict[str, Any]) -> dict[str, str]:
+    """The proposed net's two deconvolution initialisations in this run: ``model.proposed``'s
+    ``image_deconv_init`` and ``feature_deconv_init``, or where it names none, the model's own
+    default (:class:`~mrsr.models.proposed.MultiResolutionSR`'s signature, their one definition)."""
+    options, signature = model_options(config, "proposed"), inspect.signature(MultiResolutionSR).parameters
+    return {key: options.get(key, signature[key].default) for key in ("image_deconv_init", "feature_deconv_init")}
+
+
 def strategy_init(config: dict[str, Any], strategy: str) -> str:
-    """How one strategy of Table 1 starts training (``model.proposed`` of ``config``).
+    """How one strategy of Table 1 starts training (:func:`proposed_init`).
 
     The single strategy has no LR-image deconvolution, so ``image_deconv_init`` does not reach it:
     with ``feature_deconv_init: zero`` it starts from a blank output while the other two start as
     bicubic interpolation.
     """
-    opts = model_options(config, "proposed")
-    image, feature = opts.get("image_deconv_init", "he"), opts.get("feature_deconv_init", "he")
+    init = proposed_init(config)
+    image, feature = init["image_deconv_init"], init["feature_deconv_init"]
     parts = []
     if strategy != "single" and image != "he":
         parts.append(f"LR-image deconv. {image}")
@@ -554,7 +564,7 @@ def render(config: dict[str, Any], inputs: ReportInputs, curves: dict[str, bytes
         distributions=distributions(per_image),
         split=split, ingest=ingest, rejected=rejected.to_dict("records"), recipe=RECIPE.strip(),
         versions=versions(), hardware=hardware(), revision=git_revision(), jobs=[j.name for j in jobs],
-        model_init=config.get("model", {}).get("proposed", {}), train=config["train"],
+        model_init=proposed_init(config), train=config["train"],
         table3=table3_rows(timing), table3_sizes=size_labels(timing), bf16=bf16_rows(timing),
         timing_machine=machine, paper_table3_cpu=paper.TABLE3_CPU, recipes=recipes, recipe_columns=RECIPE_COLUMNS,
     )

@@ -49,15 +49,6 @@ from mrsr.machine import (FLOP_METHOD, OtherLoad, RooflineOfRun, count_flops, cp
 from mrsr.models import SuperResolver, build_model
 from mrsr.weights import load_model
 
-DEFAULTS: dict[str, Any] = {"threads": 0, "runs": 10, "warmup": 1, "slices": 2, "sizes": ["native", 256],
-                            "dtypes": ["fp32"], "bf16_jobs": "all", "bf16_runs": None, "roofline_n": 2048}
-
-
-def timing_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The ``timing`` section with defaults filled in."""
-    return {**DEFAULTS, **(config.get("timing") or {})}
-
-
 def spread(seconds: np.ndarray) -> dict[str, float]:
     """Median, min, max and quartiles of per-slice times, in milliseconds."""
     ms = np.asarray(seconds, float) * 1e3
@@ -225,7 +216,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    tcfg = timing_config(config)
+    tcfg = config["timing"]  # complete: loading filled in the schema's defaults
     # Every model is loaded (a bad weights file refused) before the slow part starts.
     methods: list[tuple[str, SuperResolver, int]] = [(f"bicubic_x{s}", build_model("bicubic", s), s)
                                                      for s in config["scales"]]

@@ -72,48 +72,52 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class TrainConfig:
-    """The ``train`` section of the config (defaults: the paper's protocol)."""
+    """The ``train`` settings of one run: :func:`mrsr.config.job_train_settings` of a loaded config.
 
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    batch_size: int = 128
-    epochs: int = 100
-    steps_per_epoch: int | None = None
-    lr_step_epochs: int = 20
-    lr_gamma: float = 0.1
-    clip_theta: float | None = 0.4
-    clip_adjustable: bool = True
-    val_slices: int = 0
-    seed: int = 0
-    deterministic: bool = True
-    device: str = "auto"
-    threads: int = 0
-    amp: str = "auto"
-    channels_last: str = "auto"
-    compile: str = "auto"
-    checkpoint_every_s: float = 300.0
+    Every key is given: the defaults live in one place, the schema (workflow/schemas/config.schema.yaml),
+    and loading a config fills them in. Tests build one from a profile (tests/conftest.py, ``train_config``).
+    """
+
+    optimizer: str
+    lr: float
+    momentum: float
+    weight_decay: float
+    batch_size: int
+    epochs: int
+    steps_per_epoch: int | None
+    lr_step_epochs: int
+    lr_gamma: float
+    clip_theta: float | None
+    clip_adjustable: bool
+    val_slices: int
+    seed: int
+    deterministic: bool
+    device: str
+    threads: int
+    amp: str
+    channels_last: str
+    compile: str
+    checkpoint_every_s: float
     # --- the recipe beyond optimiser and rate (docs/models.md, "Training recipes") ---------------
     # Learning-rate multiplier per named parameter group of the model (SuperResolver.param_groups),
     # e.g. {"last": 0.1}; a group not named gets 1.
-    param_groups: dict[str, float] | None = None
+    param_groups: dict[str, float]
     # Initialisation per group, {all | GROUP: default | he | gaussian | zero | bicubic}, applied after
     # the model's own (mrsr.models.base.INIT_SCHEMES); init_std is the Gaussian's standard deviation.
-    init: dict[str, str] | None = None
-    init_std: float = 1e-3
+    init: dict[str, str]
+    init_std: float
     # Learning-rate schedule, a factor of lr per optimiser step: "step" (x lr_gamma every
     # lr_step_epochs epochs) or "cosine" (from 1 down to lr_min_ratio at the last step), after
     # warmup_epochs of linear warm-up (0: none).
-    schedule: str = "step"
-    lr_min_ratio: float = 0.0
-    warmup_epochs: int = 0
+    schedule: str
+    lr_min_ratio: float
+    warmup_epochs: int
     # "mean": 1/2 MSE averaged over the patch's pixels; "sum": summed over its pixels and averaged over
     # the batch (Caffe's EuclideanLoss, MatConvNet's: the units of SRCNN's, FSRCNN's and VDSR's
     # published SGD rates, which a mean loss would make hundreds of times smaller).
-    loss_reduction: str = "mean"
+    loss_reduction: str
     # Where the recipe comes from, one line (shown by the report; not part of the fingerprint).
-    recipe: str | None = None
+    recipe: str | None
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> TrainConfig:
@@ -138,10 +142,10 @@ class LrSchedule:
     kind: str
     steps_per_epoch: int
     epochs: int
-    lr_step_epochs: int = 20
-    lr_gamma: float = 0.1
-    lr_min_ratio: float = 0.0
-    warmup_epochs: int = 0
+    lr_step_epochs: int
+    lr_gamma: float
+    lr_min_ratio: float
+    warmup_epochs: int
 
     def __call__(self, step: int) -> float:
         warmup = self.warmup_epochs * self.steps_per_epoch
@@ -168,7 +172,7 @@ def optimizer_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str,
         ConfigError: ``train.param_groups`` names a group the model does not have.
     """
     named = model.param_groups() if hasattr(model, "param_groups") else {"body": list(model.parameters())}
-    multipliers = dict(cfg.param_groups or {})
+    multipliers = dict(cfg.param_groups)
     unknown = sorted(set(multipliers) - set(named))
     if unknown:
         raise ConfigError(f"config key 'train.param_groups': {type(model).__name__} has no group "
@@ -195,7 +199,7 @@ def effective_recipe(model: SuperResolver, cfg: TrainConfig, options: dict[str, 
     ``init``: ``train.init`` over the model's own initialisation options (``model.<name>``).
     """
     named = model.param_groups()
-    multipliers = cfg.param_groups or {}
+    multipliers = cfg.param_groups
     init = dict(cfg.init or {"all": "default"})
     return {
         "optimizer": cfg.optimizer, "lr": cfg.lr, "momentum": cfg.momentum if cfg.optimizer == "sgd" else None,
@@ -215,8 +219,8 @@ def effective_recipe(model: SuperResolver, cfg: TrainConfig, options: dict[str, 
 
 
 def make_train_step(model: SuperResolver, optimizer: torch.optim.Optimizer, fast: FastPath,
-                    device: torch.device, backend: str = "inductor", fullgraph: bool = False,
-                    loss_reduction: str = "mean") -> Any:
+                    device: torch.device, *, loss_reduction: str, backend: str = "inductor",
+                    fullgraph: bool = False) -> Any:
     """Return ``step(lr, hr, clip) -> (loss, grad_norm)``, both 0-d tensors left on the device.
 
     Shared by ``mrsr train`` and ``mrsr benchmark-train`` so the benchmark measures the real loop.

@@ -4,9 +4,9 @@ import os
 import yaml
 from snakemake.exceptions import WorkflowError
 
-from mrsr.config import (BY_PATIENT, SEED_DIR, SEED_RE, SPLIT_DIR_RE, Job, file_sha256, job_seeds, job_train_settings,
-                         leakage_job, seed_dir, training_jobs)
-from mrsr.provenance import folder_fingerprint, source_digest
+from mrsr.config import Job, file_sha256, job_seeds, job_train_settings, leakage_job, model_options, training_jobs
+from mrsr.workflow_support import (BY_PATIENT, SEED_DIR, SEED_RE, SPLIT_DIR_RE, folder_fingerprint, job_pattern, seed_dir,
+                                   source_digest)
 
 # Each profile writes to its own folders, so a quick run and a paper run coexist and neither can
 # read the other's files. dvc.yaml tracks the default profile's folders (its `vars: profile`).
@@ -22,9 +22,21 @@ BENCH = f"benchmarks/{PROFILE}"
 DOWNLOADED = "data/raw/tcia/downloaded.json"  # download_tcia's output (see data.smk), in the download folder
 JOBS = training_jobs(config)
 SCALES = config["scales"]
+# The {job} wildcard of train and evaluate_model is a whole job name (proposed_multi_x2, srcnn_x3);
+# JOB_RE, its constraint, lists every training job's name (mrsr.workflow_support.job_pattern, made
+# from mrsr.config.Job and the model registry), so a rule matches exactly the names Job.from_name
+# accepts, and wildcard_job gives the Job.
+JOB_RE = job_pattern()
+
+
+def wildcard_job(wildcards):
+    """The Job of a rule's {job} wildcard."""
+    return Job.from_name(wildcards.job)
+
+
 # Each job is trained once per seed (train.seeds), into a folder of its own: SEED_DIR ("seed{seed}",
-# defined with its wildcard constraint SEED_RE in mrsr.config) is the path segment of every rule
-# that has a seed, so job names stay proposed_multi_x2 everywhere. RUNS: every (job, seed);
+# defined with its wildcard constraint SEED_RE in mrsr.workflow_support) is the path segment of the
+# rules with a seed, so job names stay proposed_multi_x2 everywhere. RUNS: every (job, seed);
 # FIRST_RUNS: each job's first seed, the one Table 3, Figure 3 and the training curves show.
 RUNS = [(job, seed) for job in JOBS for seed in job_seeds(config, job)]
 FIRST_RUNS = [(job, job_seeds(config, job)[0]) for job in JOBS]
@@ -43,7 +55,7 @@ EXAMPLES = ([f"{RESULTS}/examples/bicubic_x{s}.npz" for s in SCALES]
 # The split-leakage check (config key `leakage`): LEAKAGE's job is also trained on a split by
 # patient of the same data and evaluated on that split's test set, with bicubic there too. The same
 # rules make both: their {splitdir} wildcard is "" for the profile's split and BY_PATIENT
-# ("by-patient/", mrsr.config) for the check, a folder inside each stage's own (data/prepared/<profile>/,
+# ("by-patient/", mrsr.workflow_support) for the check, a folder inside each stage's own (data/prepared/<profile>/,
 # models/<profile>/, results/<profile>/metrics/per_image/), so dvc.yaml's outs hold its files.
 LEAKAGE = leakage_job(config)
 LEAKAGE_RUNS = [(LEAKAGE, seed) for seed in job_seeds(config, LEAKAGE)] if LEAKAGE else []

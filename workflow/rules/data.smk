@@ -10,15 +10,16 @@ rule download_tcia:
     output:
         DOWNLOADED,
     params:
-        tcia=config["data"].get("tcia", {}),
-        collection=config["data"].get("tcia", {}).get("collection", "Brain-Tumor-Progression"),
-        api_url=config["data"].get("tcia", {}).get("api_url", ""),
+        tcia=config["data"]["tcia"],
+        collection=config["data"]["tcia"]["collection"],
+        api_url=config["data"]["tcia"]["api_url"],
+        # empty lists: every patient, every series description
         filters=lambda wc: " ".join(
-            (["--patients", *config["data"]["tcia"]["patients"]] if config["data"].get("tcia", {}).get("patients") else [])
+            (["--patients", *config["data"]["tcia"]["patients"]] if config["data"]["tcia"]["patients"] else [])
             + (["--series-description", *config["data"]["tcia"]["series_descriptions"]]
-               if config["data"].get("tcia", {}).get("series_descriptions") else [])
+               if config["data"]["tcia"]["series_descriptions"] else [])
         ),
-        workers=config["data"].get("tcia", {}).get("workers", 2),
+        workers=config["data"]["tcia"]["workers"],
         code=code("ingest"),
     log:
         "logs/download_tcia.log",
@@ -95,7 +96,7 @@ rule patches:
     params:
         store=lambda wc, input: os.path.dirname(input.index),
         patches=lambda wc: config["patches"][f"x{wc.scale}"],
-        val_slices=config["train"].get("val_slices", 0),
+        val_slices=config["train"]["val_slices"],
         seed=config["split"]["seed"],
         code=code("patches"),
     log:

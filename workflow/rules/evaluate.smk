@@ -1,6 +1,7 @@
 # Metrics on the test split and the summary table. Code: src/mrsr/evaluate.py, src/mrsr/metrics.py,
 # src/mrsr/inference.py (the inference path Table 3 times).
 # A trained model is evaluated once per seed (per_image/seed<k>/, SEED_DIR); bicubic has no seed.
+# {job}: a whole training job's name (JOB_RE, common.smk), so bicubic_x2 is evaluate_bicubic's alone.
 # {splitdir} "by-patient/": the leakage check's evaluations on the split by patient's test set.
 
 
@@ -32,33 +33,33 @@ rule evaluate_bicubic:
 
 rule evaluate_model:
     input:
-        weights=f"{MODELS}/{{splitdir}}{SEED_DIR}/{{job}}_x{{scale}}.safetensors",
+        weights=f"{MODELS}/{{splitdir}}{SEED_DIR}/{{job}}.safetensors",
         index=rules.ingest.output.index,
         split=f"{PREPARED}/{{splitdir}}split.csv",
         config=ancient(CONFIG),
     output:
-        csv=f"{RESULTS}/metrics/per_image/{{splitdir}}{SEED_DIR}/{{job}}_x{{scale}}.csv",
-        example=f"{RESULTS}/examples/{{splitdir}}{SEED_DIR}/{{job}}_x{{scale}}.npz",
+        csv=f"{RESULTS}/metrics/per_image/{{splitdir}}{SEED_DIR}/{{job}}.csv",
+        example=f"{RESULTS}/examples/{{splitdir}}{SEED_DIR}/{{job}}.npz",
     wildcard_constraints:
-        job="(?!bicubic)[a-z0-9]+(_(single|double|multi))?",
-        scale="[234]",
+        job=JOB_RE,
         seed=SEED_RE,
         splitdir=SPLIT_DIR_RE,
     params:
         store=lambda wc, input: os.path.dirname(input.index),
         evaluate=config["evaluate"],
-        model=lambda wc: wc.job.split("_")[0],
+        model=lambda wc: wildcard_job(wc).model,
+        scale=lambda wc: wildcard_job(wc).scale,
         threads=cpu_threads,
         code=code("evaluate"),
     threads: whole_machine()
     log:
-        f"{LOGS}/evaluate/{{splitdir}}{SEED_DIR}/{{job}}_x{{scale}}.log",
+        f"{LOGS}/evaluate/{{splitdir}}{SEED_DIR}/{{job}}.log",
     benchmark:
-        f"{BENCH}/evaluate/{{splitdir}}{SEED_DIR}/{{job}}_x{{scale}}.tsv"
+        f"{BENCH}/evaluate/{{splitdir}}{SEED_DIR}/{{job}}.tsv"
     conda:
         "../envs/mrsr.yaml"
     shell:
-        "mrsr evaluate --method {params.model} --weights {input.weights} --scale {wildcards.scale}"
+        "mrsr evaluate --method {params.model} --weights {input.weights} --scale {params.scale}"
         " --store {params.store} --split {input.split} --config {input.config} --threads {params.threads}"
         " --out {output.csv} --example {output.example} > {log} 2>&1"
 

@@ -15,11 +15,11 @@ rule timing:
         machine=f"{RESULTS}/timing/machine.json",
     params:
         store=lambda wc, input: os.path.dirname(input.index),
-        timing=config.get("timing", {}),
+        timing=config["timing"],
         evaluate=config["evaluate"],
         # timing.threads: 0 = the cores Snakemake granted (all of them: the job runs alone, so
         # nothing else competes for the CPU while it measures).
-        threads=lambda wc, threads: config.get("timing", {}).get("threads") or cpu_threads(wc, threads),
+        threads=lambda wc, threads: config["timing"]["threads"] or cpu_threads(wc, threads),
         code=code("timing"),
     threads: whole_machine()
     log:

@@ -102,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--scale {args.scale}: {args.config} has no 'patches.x{args.scale}' section (it has {have})")
     split = read_split(args.split)
     arrays = make_patches(args.store, split, args.scale, pcfg["lr_size"], pcfg["lr_stride"],
-                          cfg["train"].get("val_slices", 0), cfg["split"]["seed"])
-    if pcfg.get("max_patches") and len(arrays["lr"]) > pcfg["max_patches"]:
+                          cfg["train"]["val_slices"], cfg["split"]["seed"])
+    if pcfg["max_patches"] and len(arrays["lr"]) > pcfg["max_patches"]:
         keep = np.sort(np.random.default_rng(cfg["split"]["seed"]).choice(len(arrays["lr"]), pcfg["max_patches"], replace=False))
         arrays["lr"], arrays["hr"] = arrays["lr"][keep], arrays["hr"][keep]
     with atomic_path(args.out, suffix=".npz") as tmp:

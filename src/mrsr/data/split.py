@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)["split"]
     by = args.by or cfg["by"]
     series = make_split(read_index(args.store), by, cfg["seed"],
-                        cfg.get("train_sequences", 24), cfg.get("test_sequences", 28))
+                        cfg["train_sequences"], cfg["test_sequences"])
     write_csv(args.out, series)
     summary = summarize(series, by, cfg["seed"])
     write_json(args.out.with_suffix(".json"), summary)

@@ -1,0 +1,154 @@
+"""What the Snakemake workflow (Snakefile, workflow/rules/*.smk) takes from the package, besides the
+commands its rules run: the wildcard patterns and path segments of job outputs, the check that a run's
+configuration is one profile file, and what a job depends on beyond its files.
+
+- Job outputs: each (model, strategy, scale) is a training job named by :class:`mrsr.config.Job`
+  (``proposed_multi_x2``); :func:`job_pattern` is the rules' ``{job}`` wildcard constraint, made
+  from that one definition and the model registry, so a wildcard matches exactly the names
+  ``Job.from_name`` accepts. Seeds and the split-leakage check add folder levels (:data:`SEED_DIR`,
+  :data:`BY_PATIENT`) with constraints of their own (:data:`SEED_RE`, :data:`SPLIT_DIR_RE`).
+- :func:`profile_file`: a run's configuration is exactly one profile file, which every job reads.
+- Snakemake's params rerun trigger compares, job by job, what each rule lists as params; two of them
+  come from here. Snakemake's own ``code`` trigger sees only a rule's shell command, not the package
+  it calls; each rule lists ``code(step)`` (:func:`source_digest`) among its params, so a change to
+  the code a step runs reruns that step's jobs and no others. dvc.yaml's stages depend on the same
+  files (tests/test_workflow.py checks that each stage's deps are the union of its steps' sources),
+  so `dvc repro` and Snakemake agree on what a code change invalidates. The ingest rule's input is
+  a folder of source data, whose own modification time says little (a fresh clone gives every file
+  a new one): :func:`folder_fingerprint` (every file's relative path and size) reruns ingest when
+  files are added, removed, renamed or resized.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mrsr.config import ConfigError, Job, trainable
+
+# --- job outputs: wildcard patterns and path segments ---------------------------------------------
+
+# Where one seed's run of a job lives: a folder level, so job names (proposed_multi_x2) stay the
+# same everywhere: models/<profile>/seed0/proposed_multi_x2.safetensors,
+# results/<profile>/metrics/per_image/seed0/proposed_multi_x2.csv. The workflow's rules use
+# SEED_DIR as their path segment (its {seed} is the wildcard) and SEED_RE as its constraint.
+SEED_DIR = "seed{seed}"
+SEED_RE = "[0-9]+"
+# The split-leakage check's files (config key ``leakage``) are the profile's own paths with
+# BY_PATIENT inserted after the stage's folder: data/prepared/<profile>/by-patient/split.csv,
+# models/<profile>/by-patient/seed0/proposed_multi_x2.safetensors. The rules' {splitdir} wildcard
+# is "" (the profile's split) or BY_PATIENT; SPLIT_DIR_RE is its constraint.
+BY_PATIENT = "by-patient/"
+SPLIT_DIR_RE = f"({BY_PATIENT})?"
+
+
+def seed_dir(seed: int) -> str:
+    """The folder of one training seed's outputs, e.g. ``seed0``."""
+    return SEED_DIR.format(seed=int(seed))
+
+
+@lru_cache(maxsize=None)
+def job_pattern() -> str:
+    """The rules' ``{job}`` wildcard constraint: every training job's name, and nothing else.
+
+    Each (model, strategy, scale) of the registry whose model has learned parameters, named by
+    :attr:`mrsr.config.Job.name`, so a path matches a rule exactly when ``Job.from_name`` accepts
+    its stem as a training job (tests/test_workflow_support.py checks this through Snakemake).
+    """
+    from mrsr.models import MODEL_REGISTRY  # deferred: torch is imported only when the rules are parsed
+
+    names = [Job(model, strategy, scale).name for model, spec in MODEL_REGISTRY.items() if trainable(model)
+             for strategy in spec.strategies for scale in spec.scales]
+    return "|".join(map(re.escape, sorted(names)))
+
+
+# --- the profile file -------------------------------------------------------------------------------
+
+def profile_file(configfiles: list[Path], overrides: dict[str, Any], config: dict[str, Any]) -> str:
+    """The one file that states a Snakemake run's configuration, which every job then reads.
+
+    Args:
+        configfiles: the run's ``--configfile`` paths (empty: config.yaml, the default profile).
+        overrides: the run's ``--config key=value`` settings.
+        config: the configuration Snakemake built from them.
+
+    Raises:
+        ConfigError: several profile files or command-line overrides (a profile is a complete
+            statement: write one file), or ``config`` differs from the file.
+    """
+    if overrides:
+        raise ConfigError(f"--config {' '.join(sorted(overrides))}=...: a profile is one complete file; copy "
+                          "config.yaml, edit it and pass it with --configfile instead")
+    if len(configfiles) > 1:
+        raise ConfigError(f"--configfile {' '.join(map(str, configfiles))}: give one profile file (a complete "
+                          "configuration), not several to merge")
+    path = str(configfiles[0]) if configfiles else "config.yaml"
+    if yaml.safe_load(Path(path).read_text(encoding="utf-8")) != config:
+        raise ConfigError(f"config file {path}: Snakemake's configuration differs from the file")
+    return os.path.relpath(path) if Path(path).is_absolute() and Path(path).is_relative_to(Path.cwd()) else path
+
+
+# --- what a job depends on besides its files ------------------------------------------------------
+
+PACKAGE = Path(__file__).resolve().parent
+
+# step (a rule, or rules sharing code) -> files or folders under src/mrsr that it runs.
+STEP_SOURCES: dict[str, tuple[str, ...]] = {
+    "ingest": ("data/ingest.py", "data/dicom.py", "data/dicom_header.py", "data/dicom_pixels.py", "data/store.py",
+               "data/tcia.py", "limits.py"),
+    "split": ("data/split.py",),
+    "patches": ("data/patches.py", "data/resize.py", "data/split.py"),
+    "train": ("train.py", "fastpath.py", "machine.py", "models", "data/resize.py"),
+    "evaluate": ("evaluate.py", "metrics.py", "inference.py", "machine.py", "models", "data/resize.py",
+                 "data/split.py"),
+    "timing": ("timing.py", "inference.py", "machine.py", "table3.py", "models", "data/resize.py", "data/split.py"),
+    "report": ("report.py", "paper.py", "templates"),
+}
+
+
+def _files(relative: str) -> list[Path]:
+    path = PACKAGE / relative
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return [path]
+
+
+@lru_cache(maxsize=None)
+def source_digest(step: str) -> str:
+    """12 hex digits of SHA-256 over the names and bytes of the files ``step`` runs.
+
+    Raises:
+        KeyError: ``step`` is not in STEP_SOURCES.
+    """
+    digest = hashlib.sha256()
+    for relative in STEP_SOURCES[step]:
+        for path in _files(relative):
+            digest.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def folder_fingerprint(folder: str | os.PathLike) -> str:
+    """12 hex digits of SHA-256 over every file's relative path and size under ``folder``.
+
+    Sizes, not contents: hashing a user's folder of many GB at every workflow start would cost
+    minutes, and a DICOM or NIfTI file edited in place to the very same size is rare. (DVC hashes
+    the contents of the sample folder it tracks.) An unreadable sub-folder counts as its name.
+    """
+    digest = hashlib.sha256()
+    for path, dirs, names in os.walk(folder, onerror=lambda exc: digest.update(f"!{exc.filename}".encode())):
+        dirs.sort()
+        for name in sorted(names):
+            full = os.path.join(path, name)
+            try:
+                size = os.stat(full).st_size
+            except OSError:
+                size = -1
+            digest.update(f"{os.path.relpath(full, folder)}\0{size}\0".encode())
+    return digest.hexdigest()[:12]
