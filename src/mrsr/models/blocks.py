@@ -16,8 +16,10 @@ the models' ``state_dict`` keys (and saved weights) are the same as when each mo
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,6 +41,20 @@ def same_conv(in_channels: int, out_channels: int, kernel: int) -> nn.Conv2d:
     if kernel % 2 == 0:
         raise ValueError(f"kernel sizes must be odd for 'same' padding, got {kernel}")
     return nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2)
+
+
+def three_conv_layers(features: Sequence[int], kernel_sizes: Sequence[int],
+                      out_channels: int) -> tuple[nn.Conv2d, nn.Conv2d, nn.Conv2d]:
+    """The three 'same' convolutions of SRCNN and ESPCN: 1 -> n1 -> n2 -> ``out_channels`` maps.
+
+    Args:
+        features: maps of the first two layers (n1, n2).
+        kernel_sizes: odd kernel sizes of the three layers (f1, f2, f3).
+        out_channels: maps of the last layer (1 for SRCNN, n^2 for ESPCN's sub-pixel layer).
+    """
+    n1, n2 = (int(f) for f in features)
+    f1, f2, f3 = (int(k) for k in kernel_sizes)
+    return same_conv(1, n1, f1), same_conv(n1, n2, f2), same_conv(n2, out_channels, f3)
 
 
 def upsampling_deconv(in_channels: int, out_channels: int, kernel: int, scale: int) -> nn.ConvTranspose2d:

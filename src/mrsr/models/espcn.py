@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from mrsr.models.base import SuperResolver
-from mrsr.models.blocks import same_conv
+from mrsr.models.blocks import three_conv_layers
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"tanh": torch.tanh, "relu": torch.relu}
 
@@ -53,12 +53,8 @@ class ESPCN(SuperResolver):
         super().__init__(scale, strategy)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        n1, n2 = (int(f) for f in features)
-        f1, f2, f3 = (int(k) for k in kernel_sizes)
         self.activation = activation
-        self.conv1 = same_conv(1, n1, f1)
-        self.conv2 = same_conv(n1, n2, f2)
-        self.conv3 = same_conv(n2, scale * scale, f3)
+        self.conv1, self.conv2, self.conv3 = three_conv_layers(features, kernel_sizes, scale * scale)
         self.shuffle = nn.PixelShuffle(scale)
         self.init_weights()
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from mrsr.data.resize import torch_upscale
 from mrsr.models.base import SuperResolver
-from mrsr.models.blocks import same_conv
+from mrsr.models.blocks import three_conv_layers
 
 
 class SRCNN(SuperResolver):
@@ -49,11 +49,7 @@ class SRCNN(SuperResolver):
         kernel_sizes: Sequence[int] = (9, 1, 5),
     ) -> None:
         super().__init__(scale, strategy)
-        n1, n2 = (int(f) for f in features)
-        f1, f2, f3 = (int(k) for k in kernel_sizes)
-        self.extract = same_conv(1, n1, f1)
-        self.mapping = same_conv(n1, n2, f2)
-        self.reconstruct = same_conv(n2, 1, f3)
+        self.extract, self.mapping, self.reconstruct = three_conv_layers(features, kernel_sizes, 1)
         self.init_weights()
 
     def layer_groups(self) -> dict[str, list[nn.Module]]:
