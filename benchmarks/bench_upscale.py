@@ -6,12 +6,13 @@ Figures, machine and date: docs/benchmarks.md ("Upscale against benchmark"). Tar
 What is timed, both as the user runs them (subprocesses of the real CLI, every core):
 - `mrsr benchmark --model proposed --scale 2 --size 2*S --weights W --json`: the median of its timed
   passes over one S x S -> 2S x 2S slice (model prepared once, no I/O).
-- `mrsr upscale --model W --out DIR volume.nii.gz` of an S x S x SLICES NIfTI: the whole command
-  (start-up, reading, tiling, writing the gzipped NIfTI), as a user pays it.
+- `mrsr upscale --model W --out DIR VOLUME` of the embedded sample's 256 x 256 x 24 NIfTI
+  (data/btp-sample/PGBM-002/T1post_pre-progression.nii.gz, S = 256): the whole command (start-up,
+  reading, tiling, writing the gzipped NIfTI), as a user pays it.
 The model is the paper profile's proposed multi x2 (config/paper.yaml `model.proposed`: 128 features,
 9 units) with random weights: the time does not depend on the weights' values.
 
-Usage: python benchmarks/bench_upscale.py [--size 256] [--slices 24] [--runs 10] [--json out.json]
+Usage: python benchmarks/bench_upscale.py [--volume NIFTI] [--runs 10] [--json out.json]
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import time
 from pathlib import Path
 
 import nibabel as nib
-import numpy as np
 import torch
 import yaml
 
@@ -46,8 +46,8 @@ def mrsr(*args: str) -> subprocess.CompletedProcess:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=256, help="input slice size S (output 2S)")
-    parser.add_argument("--slices", type=int, default=24, help="slices of the NIfTI volume")
+    parser.add_argument("--volume", type=Path, default=ROOT / "data/btp-sample/PGBM-002/T1post_pre-progression.nii.gz",
+                        help="a 3-D NIfTI of square S x S slices (default: a volume of the embedded sample)")
     parser.add_argument("--runs", type=int, default=10, help="mrsr benchmark's timed passes")
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
@@ -59,28 +59,25 @@ def main() -> None:
         torch.manual_seed(0)
         save_weights(weights, build_model("proposed", 2, "multi", **options),
                      {"model": "proposed", "scale": 2, "strategy": "multi", "options": options})
-        rng = np.random.default_rng(0)
-        y, x = np.mgrid[:args.size, :args.size] / args.size
-        blob = 1000 * np.exp(-((y - 0.5) ** 2 + (x - 0.5) ** 2) * 6)
-        volume = np.stack([blob + rng.normal(0, 20, blob.shape) for _ in range(args.slices)], axis=-1)
-        nifti = tmp_path / "volume.nii.gz"
-        nib.save(nib.Nifti1Image(volume.astype(np.int16), np.diag([0.9, 0.9, 5.0, 1.0])), nifti)
-
-        bench = json.loads(mrsr("benchmark", "--model", "proposed", "--scale", "2", "--size", str(2 * args.size),
+        rows, cols, slices = nib.load(args.volume).shape[:3]
+        if rows != cols:
+            raise SystemExit(f"{args.volume}: slices are {rows} x {cols}; give square slices")
+        size = rows
+        bench = json.loads(mrsr("benchmark", "--model", "proposed", "--scale", "2", "--size", str(2 * size),
                                 "--weights", str(weights), "--runs", str(args.runs), "--json").stdout)
         start = time.perf_counter()
-        mrsr("upscale", "--model", str(weights), "--out", str(tmp_path / "out"), str(nifti))
+        mrsr("upscale", "--model", str(weights), "--out", str(tmp_path / "out"), str(args.volume))
         upscale_s = time.perf_counter() - start
 
-    out_pixels = (2 * args.size) ** 2
+    out_pixels = (2 * size) ** 2
     bench_s = bench["ms_per_slice"] / 1e3  # the median of its timed passes
     result = {
-        "slice_in": args.size, "slice_out": 2 * args.size, "slices": args.slices, "threads": bench["threads"], "cpu": bench["cpu"],
+        "volume": str(args.volume), "slice_in": size, "slice_out": 2 * size, "slices": slices, "threads": bench["threads"], "cpu": bench["cpu"],
         "benchmark_s_per_slice": bench_s,
-        "upscale_s": upscale_s, "upscale_s_per_slice": upscale_s / args.slices,
+        "upscale_s": upscale_s, "upscale_s_per_slice": upscale_s / slices,
         "benchmark_ns_per_out_pixel": 1e9 * bench_s / out_pixels,
-        "upscale_ns_per_out_pixel": 1e9 * upscale_s / args.slices / out_pixels,
-        "ratio": upscale_s / args.slices / bench_s,
+        "upscale_ns_per_out_pixel": 1e9 * upscale_s / slices / out_pixels,
+        "ratio": upscale_s / slices / bench_s,
         "load_1min": os.getloadavg()[0],
     }
     print(json.dumps(result, indent=1))
