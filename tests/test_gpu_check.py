@@ -50,7 +50,8 @@ def test_dry_run_plans_every_part_with_a_complete_capped_profile(tmp_path):
     # with only the budgets capped.
     profile = yaml.safe_load((tmp_path / "work" / "repo" / "gpu-check.yaml").read_text())
     paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
-    validate_config(profile)
+    validate_config(profile)  # fills the schema's defaults in place, so compare with paper.yaml filled too
+    validate_config(paper)
     assert profile.keys() == paper.keys() and profile["experiments"] == paper["experiments"]
     assert profile["model"] == paper["model"] and profile["patches"] == paper["patches"]
     assert (profile["train"]["epochs"], profile["train"]["steps_per_epoch"]) == (1, 2)
