@@ -110,8 +110,9 @@ def test_dicom_output_is_clipped_to_the_series_range_and_slope_zero_is_skipped(t
     uid = new_uid()
     step = np.full((16, 16), 100, np.int16)
     step[4:12, 4:12] = 2000
-    files = [save(mr_dataset(step, series_uid=uid, position=(0, 0, 2.0 * i), instance=i + 1, slope=1.0, intercept=-100.0),
-                  tmp_path / "in" / f"{i}.dcm") for i in range(2)]
+    for i in range(2):
+        save(mr_dataset(step, series_uid=uid, position=(0, 0, 2.0 * i), instance=i + 1, slope=1.0, intercept=-100.0),
+             tmp_path / "in" / f"{i}.dcm")
     zero = save(mr_dataset(step, series_uid=new_uid(), slope=0.0), tmp_path / "zero" / "z.dcm")
     assert upscale(weights, tmp_path / "out", tmp_path / "in", zero) == 2
     assert f"skipped {zero}: Rescale Slope 0.0" in capsys.readouterr().err
