@@ -331,3 +331,61 @@ def test_init_per_group() -> None:
         build_model("srcnn", 2).apply_init({"fusion": "he"})
     with pytest.raises(ValueError, match="init scheme"):
         build_model("srcnn", 2).apply_init({"all": "ones"})
+
+
+def _he_expected_std(layer: torch.nn.Conv2d | torch.nn.ConvTranspose2d) -> float:
+    """sqrt(2 / fan-in), the fan-in written out independently of mrsr.models.blocks.fan_in: a
+    convolution sums in x kh x kw inputs; a stride-s transposed convolution in x (kh/s) x (kw/s)."""
+    kh, kw = layer.kernel_size
+    sh, sw = layer.stride if isinstance(layer, torch.nn.ConvTranspose2d) else (1, 1)
+    return (2.0 / (layer.in_channels / layer.groups * kh * kw / (sh * sw))) ** 0.5
+
+
+def _he_layers(config: tuple[str, int, str | None], options: dict, reinit: bool) -> dict[str, list[torch.Tensor]]:
+    """Each transposed convolution's weights (by module name) over eight builds with different seeds."""
+    name, scale, strategy = config
+    draws: dict[str, list[torch.Tensor]] = {}
+    for seed in range(8):
+        torch.manual_seed(seed)
+        model = build_model(name, scale, strategy, **options)
+        if reinit:
+            model.apply_init({"all": "he"})
+        for module_name, layer in model.named_modules():
+            if isinstance(layer, torch.nn.ConvTranspose2d):
+                draws.setdefault(module_name, []).append(layer.weight.detach().flatten())
+    return draws
+
+
+#: The transposed convolutions that start as He by default, with the options that make them so.
+HE_BY_DEFAULT = {"proposed": {}, "fsrcnn": {}, "decnn": {"deconv_init": "he"}}
+
+
+@pytest.mark.parametrize("config", [c for c in CONFIGS if c[0] != "bicubic"], ids=_id)
+def test_every_transposed_convolution_starts_with_its_fan_correct_he_std(config) -> None:
+    """Issue #19: torch's kaiming_normal_ takes a transposed convolution's fan-in from its output maps
+    (the proposed net's feature deconvolution started 5.7 x too large). Every transposed convolution,
+    as built by default (where He is its default) and after ``train.init: {all: he}``, has the std of
+    its real fan-in, within 5% (8 seeds' draws pooled: at least 648 weights)."""
+    name = config[0]
+    cases = [True] + ([False] if name in HE_BY_DEFAULT else [])
+    for reinit in cases:
+        model = build_model(*config, **HE_BY_DEFAULT.get(name, {}))
+        layers = dict(model.named_modules())
+        for module_name, draws in _he_layers(config, HE_BY_DEFAULT.get(name, {}), reinit).items():
+            std = torch.cat(draws).std().item()
+            expected = _he_expected_std(layers[module_name])
+            assert abs(std / expected - 1) < 0.05, (config, module_name, reinit, std, expected)
+
+
+def test_he_of_convolutions_is_unchanged_from_torch_kaiming() -> None:
+    """The fan-correct init changes only transposed convolutions: a convolution gets exactly the draws
+    of kaiming_normal_(fan_in, relu), so SRCNN's, ESPCN's and every net's convolutions start as before."""
+    from mrsr.models.blocks import he_normal_
+
+    conv = torch.nn.Conv2d(64, 32, 5)
+    torch.manual_seed(3)
+    torch.nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
+    reference = conv.weight.detach().clone()
+    torch.manual_seed(3)
+    he_normal_(conv)
+    assert torch.equal(conv.weight, reference)

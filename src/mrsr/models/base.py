@@ -9,11 +9,12 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from mrsr.models.blocks import bicubic_deconv_kernel
+from mrsr.models.blocks import bicubic_deconv_kernel, he_normal_
 
 #: Initialisation schemes of ``train.init`` (per parameter group; :meth:`SuperResolver.apply_init`).
 #: ``default``: as the model builds itself (He, plus its own options such as ``residual_init``);
-#: ``he``: Kaiming normal (fan-in, ReLU gain), zero biases; ``gaussian``: N(0, std^2) weights (std:
+#: ``he``: He normal with each layer's real fan-in (:func:`mrsr.models.blocks.he_normal_`), zero
+#: biases; ``gaussian``: N(0, std^2) weights (std:
 #: ``train.init_std``), zero biases (SRCNN's and FSRCNN's published init); ``zero``: weights and biases
 #: zero (a residual net's last layer: the net starts as its interpolation); ``bicubic``: a one-channel
 #: transposed convolution set to bicubic interpolation (an ``upsample`` group only).
@@ -150,7 +151,7 @@ class SuperResolver(nn.Module, abc.ABC):
     def _init_layer(self, layer: nn.Conv2d | nn.ConvTranspose2d, scheme: str, std: float, group: str) -> None:
         with torch.no_grad():
             if scheme == "he":
-                nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
+                he_normal_(layer)
             elif scheme == "gaussian":
                 nn.init.normal_(layer.weight, 0.0, std)
             elif scheme == "zero":
@@ -175,9 +176,8 @@ class SuperResolver(nn.Module, abc.ABC):
                 nn.init.zeros_(layer.bias)
 
     def init_weights(self) -> None:
-        """He (Kaiming) normal initialisation of every convolution, zero biases (the paper's [24])."""
+        """He (Kaiming) normal initialisation of every convolution and transposed convolution, zero
+        biases (the paper's [24]), with each layer's real fan-in (:func:`mrsr.models.blocks.he_normal_`)."""
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+                he_normal_(module)
