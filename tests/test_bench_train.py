@@ -31,7 +31,8 @@ def test_cpu_peak_is_measured():
     assert source == "measured" and 1e-3 < peak < 100
 
 
-def test_benchmark_train_json(tmp_path, tiny_config, capsys):
+def test_benchmark_train_json(tmp_path, tiny_config, capsys, monkeypatch):
+    monkeypatch.setattr("mrsr.bench_train.cpu_has_bf16", lambda: False)  # one row per job (else fp32 + bf16)
     tiny_config["experiments"].append({"model": "srcnn", "scales": [2], "train": {"batch_size": 4}})
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(tiny_config))
@@ -47,6 +48,23 @@ def test_benchmark_train_json(tmp_path, tiny_config, capsys):
         assert row["mfu"] == pytest.approx(row["achieved_tflops"] / row["peak_tflops"])
         assert row["paper_100_epochs_min"] == pytest.approx(100 * row["paper_epoch_s"] / 60)
     assert rows[0]["paper_epoch_patches"] == 175_000  # x2 is the reference scale
+
+
+def test_benchmark_train_reports_fp32_and_bf16_on_a_bf16_cpu(tmp_path, tiny_config, capsys, monkeypatch):
+    """Issue #19: on a CPU with bfloat16 instructions and no --amp, each job is measured in fp32 and
+    in bf16, each with its MFU against the matmul roofline measured in that precision."""
+    monkeypatch.setattr("mrsr.bench_train.cpu_has_bf16", lambda: True)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(tiny_config))
+    assert main(["benchmark-train", "--config", str(path), "--device", "cpu", "--steps", "1", "--warmup", "1",
+                 "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["job"], r["fast_path"]["bf16"]) for r in rows] == [("proposed_multi_x2", False),
+                                                                  ("proposed_multi_x2", True)]
+    assert all(r["peak_source"] == "measured" and r["mfu"] > 0 for r in rows)
+    assert main(["benchmark-train", "--config", str(path), "--device", "cpu", "--amp", "off", "--steps", "1",
+                 "--warmup", "1", "--json"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1  # --amp given: that precision only
 
 
 def test_benchmark_train_names_a_missing_job(tmp_path, tiny_config, capsys):

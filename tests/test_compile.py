@@ -171,15 +171,25 @@ def test_checkpoints_follow_the_interval(tmp_path, patches, tiny_config, monkeyp
 
 # --- what auto means, per device ------------------------------------------------------------------
 
-def test_auto_resolves_per_device(train_config):
-    cpu = FastPath.resolve(train_config(), torch.device("cpu"))
+def test_auto_resolves_per_device(train_config, monkeypatch):
+    auto = {"amp": "auto", "channels_last": "auto", "compile": "auto"}
+    cpu = FastPath.resolve(train_config(**auto), torch.device("cpu"))
     assert (cpu.bf16, cpu.channels_last, cpu.compile_mode, cpu.fused_optimizer, cpu.cudnn_benchmark,
             cpu.sync_every) == (False, False, None, False, False, 1)
-    cuda = FastPath.resolve(train_config(deterministic=False), torch.device("cuda"))
+    # CPU, heavy nets (issue #19): channels_last always, bf16 only with bfloat16 instructions, no compile
+    for has_bf16 in (True, False):
+        monkeypatch.setattr("mrsr.fastpath.cpu_has_bf16", lambda has_bf16=has_bf16: has_bf16)
+        heavy = FastPath.resolve(train_config(**auto), torch.device("cpu"), heavy=True)
+        assert (heavy.bf16, heavy.channels_last, heavy.compile_mode) == (has_bf16, True, None)
+        light = FastPath.resolve(train_config(**auto), torch.device("cpu"), heavy=False)
+        assert (light.bf16, light.channels_last) == (False, False)
+        off = FastPath.resolve(train_config(amp="off", channels_last="off"), torch.device("cpu"), heavy=True)
+        assert (off.bf16, off.channels_last) == (False, False)
+    cuda = FastPath.resolve(train_config(deterministic=False, **auto), torch.device("cuda"))
     assert (cuda.bf16, cuda.channels_last, cuda.compile_mode, cuda.cudnn_benchmark, cuda.sync_every) == \
         (True, True, "reduce-overhead", True, GPU_SYNC_INTERVAL)
     assert cuda.cuda_graphs and cuda.fused_optimizer == ("fused" in torch.optim.SGD.__init__.__code__.co_varnames)
-    assert not FastPath.resolve(train_config(deterministic=True), torch.device("cuda")).cudnn_benchmark
+    assert not FastPath.resolve(train_config(deterministic=True, **auto), torch.device("cuda")).cudnn_benchmark
     explicit = FastPath.resolve(train_config(amp="off", channels_last="off", compile="on"), torch.device("cuda"))
     assert (explicit.bf16, explicit.channels_last, explicit.compile_mode) == (False, False, "default")
     assert FastPath.resolve(train_config(compile="cudagraphs"), torch.device("cpu")).compile_mode == "reduce-overhead"

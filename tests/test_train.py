@@ -84,9 +84,10 @@ def test_experiment_overrides_the_training_budget(tmp_path, patches, tiny_config
 
 def test_fast_path_switches_train_on_the_cpu(tmp_path, patches, tiny_config, train_config):
     """bf16 autocast and channels_last (the GPU defaults) also run on the CPU, with finite losses."""
-    cuda = FastPath.resolve(train_config(), torch.device("cuda"))  # tests/test_compile.py: every switch
+    auto = {"amp": "auto", "channels_last": "auto", "compile": "auto"}
+    cuda = FastPath.resolve(train_config(**auto), torch.device("cuda"))  # tests/test_compile.py: every switch
     assert (cuda.bf16, cuda.channels_last, cuda.compile_mode) == (True, True, "reduce-overhead")
-    cpu = FastPath.resolve(train_config(), torch.device("cpu"))
+    cpu = FastPath.resolve(train_config(**auto), torch.device("cpu"))
     assert (cpu.bf16, cpu.channels_last, cpu.compile_mode) == (False, False, None)
     tiny_config["train"].update(epochs=1, steps_per_epoch=2, amp="bf16", channels_last="on")
     history = train(Job("proposed", "multi", 2), patches, tmp_path / "f.safetensors", tiny_config)

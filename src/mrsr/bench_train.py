@@ -31,9 +31,10 @@ import torch
 from mrsr.config import Job, job_train_settings, load_config, model_options, training_jobs
 from mrsr.data.patches import hr_patch_size
 from mrsr.errors import UsageError
-from mrsr.fastpath import FastPath, pick_device
+from mrsr.fastpath import FastPath, cpu_has_bf16, pick_device
 from mrsr.machine import device_name, flops_per_sample, mfu, peak_tflops, synchronize
 from mrsr.models import MODEL_REGISTRY, build_model
+from mrsr.models.base import HEAVY
 from mrsr.train import TrainConfig, make_optimizer, make_train_step
 
 PAPER_X2_EPOCH_PATCHES = 175_000  # the issue's size of one paper epoch at x2
@@ -81,7 +82,7 @@ def benchmark_job(job: Job, config: dict[str, Any], steps: int, warmup: int,
     if batch_size:
         cfg.batch_size = batch_size
     device = pick_device(cfg.device)
-    fast = FastPath.resolve(cfg, device)
+    fast = FastPath.resolve(cfg, device, heavy=job.gpu_slots == HEAVY)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     fast.apply()  # the backend flags training runs with (deterministic algorithms included)
@@ -177,9 +178,17 @@ def run(args: argparse.Namespace) -> int:
         trained = ", ".join(job.name for job in training_jobs(config))
         raise UsageError(f"{args.config} trains no job matching model={args.model} scale={args.scale} "
                          f"strategy={args.strategy} (it trains {trained})")
+    # On a CPU with bfloat16 instructions, without --amp, each job is measured in fp32 and in bf16
+    # (issue #19: the speed-up and what it costs are read side by side); elsewhere as configured.
+    both = (not args.amp and pick_device(config["train"]["device"]).type == "cpu" and cpu_has_bf16())
+    precisions = ["off", "bf16"] if both else [None]
     failed = 0
-    for job in jobs:
+    for job, amp in ((job, amp) for job in jobs for amp in precisions):
         try:
+            if amp:
+                for section in [config["train"], *(exp.get("train") or {} for exp in config["experiments"])]:
+                    section.pop("amp", None)
+                config["train"]["amp"] = amp
             result = benchmark_job(job, config, args.steps, args.warmup, args.batch_size, args.epoch_patches,
                                    args.not_before)
         except Exception as exc:
@@ -193,7 +202,8 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(asdict(result)), flush=True)
         else:
-            print(f"{result.job:22s} {result.samples_per_s:10.1f} samples/s  {result.achieved_tflops:8.3f} TFLOP/s"
+            precision = "bf16" if result.fast_path["bf16"] else "fp32"
+            print(f"{result.job:22s} {precision} {result.samples_per_s:10.1f} samples/s  {result.achieved_tflops:8.3f} TFLOP/s"
                   f"  MFU {100 * result.mfu:5.1f}% of {result.peak_tflops:.3g} TFLOP/s ({result.peak_source})"
                   f"  paper epoch {result.paper_epoch_s:8.1f} s  100 epochs {result.paper_100_epochs_min:7.1f} min",
                   flush=True)

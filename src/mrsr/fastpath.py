@@ -19,9 +19,24 @@ ESPCN x2, bf16 compile                                 78,458    (host-bound: ti
 bf16 eager is *slower* than fp32 eager at batch 128, yet 3.5 times faster at batch 1024: at the
 protocol's batch size the step is bound by kernel launches on the host, not by the GPU. CUDA graphs
 (mode "reduce-overhead") replay the whole forward and backward with one launch, which recovers the
-large-batch rate at batch 128; so CUDA ``auto`` is bf16 + channels_last + CUDA graphs. On a CPU none
-of this pays (bf16 is emulated without AMX/AVX-512-BF16, compilation costs more than it saves in a
-few-minute run), so CPU ``auto`` is plain fp32 eager.
+large-batch rate at batch 128; so CUDA ``auto`` is bf16 + channels_last + CUDA graphs.
+
+CPU ``auto`` (issue #19), measured with ``mrsr benchmark-train`` on the proposed net multi x2, batch 128,
+2 threads of an AMD EPYC with AVX-512 BF16 (2026-12-03; docs/benchmarks.md), samples/s:
+
+=================================================  ==========
+fp32 eager                                              36.4
+fp32, channels_last                                     54.1
+bf16 autocast                                           82.8
+bf16, channels_last                                    102.4
+bf16, channels_last, ``torch.compile``                  94.4
+=================================================  ==========
+
+So for the heavy nets (the proposed net, de-CNN, FSCWN: ``gpu_slots`` HEAVY) CPU ``auto`` is
+channels_last everywhere and bf16 autocast where the CPU has bfloat16 instructions (AVX-512 BF16,
+AMX); without them bf16 is emulated and about 10 x slower, so fp32 stays. Compilation does not pay on
+a CPU. The light baselines stay fp32 NCHW: their steps are small enough that layout conversions and
+autocast casts cost about what they save.
 """
 
 from __future__ import annotations
@@ -73,6 +88,13 @@ class FastPathSettings(Protocol):
     deterministic: bool
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bfloat16 arithmetic in hardware (:data:`mrsr.machine.BF16_FLAGS`)."""
+    from mrsr.machine import cpu_info  # deferred: machine builds models to count FLOPs
+
+    return bool(cpu_info()["bf16_native"])
+
+
 def fused_optimizers_supported(device: torch.device) -> bool:
     """Whether this torch has fused (single-kernel) SGD and Adam for ``device`` (CUDA, torch >= 2.4)."""
     return device.type == "cuda" and "fused" in inspect.signature(torch.optim.SGD).parameters
@@ -106,14 +128,21 @@ class FastPath:
         return self.compile_mode == "reduce-overhead"
 
     @classmethod
-    def resolve(cls, cfg: FastPathSettings, device: torch.device) -> FastPath:
-        """Resolve every ``auto`` for ``device``: on CUDA the H100-measured choices above, on a CPU off.
+    def resolve(cls, cfg: FastPathSettings, device: torch.device, heavy: bool = False) -> FastPath:
+        """Resolve every ``auto`` for ``device``: on CUDA the H100-measured choices above; on a CPU,
+        for a heavy net, channels_last and (where the CPU has bfloat16 instructions) bf16; else off.
 
         Explicit settings win on any device (``amp: bf16`` and ``compile: on`` also run on a CPU).
+
+        Args:
+            cfg: the ``train`` settings.
+            device: the training device.
+            heavy: the model is one of the heavy nets (:data:`mrsr.models.base.HEAVY` GPU slots).
         """
         cuda = device.type == "cuda"
-        bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and cuda)
-        channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and cuda)
+        cpu_heavy = device.type == "cpu" and heavy
+        bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and (cuda or (cpu_heavy and cpu_has_bf16())))
+        channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and (cuda or cpu_heavy))
         # auto on CUDA: CUDA graphs, 40,323 against 22,880 samples/s for plain compilation (above).
         mode = COMPILE_MODES[cfg.compile] if cfg.compile in COMPILE_MODES else ("reduce-overhead" if cuda else None)
         return cls(

@@ -57,6 +57,7 @@ from mrsr.io import atomic_path, clean_stale_temporaries, write_csv, write_json
 from mrsr.machine import datasheet_peak_tflops, flops_per_sample, mfu, synchronize
 from mrsr.metrics import crop_border, psnr
 from mrsr.models import SuperResolver, build_model
+from mrsr.models.base import HEAVY
 from mrsr.weights import git_revision, save_weights
 
 
@@ -443,7 +444,7 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
     t_setup = time.perf_counter()
     cfg = TrainConfig.from_config(job_train_settings(config, job, seed=seed))
     device = pick_device(cfg.device)
-    fast = FastPath.resolve(cfg, device)
+    fast = FastPath.resolve(cfg, device, heavy=job.gpu_slots == HEAVY)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
