@@ -62,7 +62,8 @@ def arm_config(base: dict[str, Any], arm: str, steps: int, every: int) -> tuple[
                     "lr_step_epochs": 10 ** 6, "checkpoint_every_s": 10 ** 9, "seeds": [0]}
     if fp32:
         exp["train"]["amp"] = "off"
-    config["model"]["proposed"].update(spec.get("model", {}))
+    # The paper's He start unless the arm says otherwise (config/paper.yaml now holds the chosen start).
+    config["model"]["proposed"].update({"image_deconv_init": "he", "feature_deconv_init": "he", **spec.get("model", {})})
     return config, bool(spec.get("torch_kaiming_deconv"))
 
 
