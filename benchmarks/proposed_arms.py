@@ -106,7 +106,7 @@ def plot(out: Path, figure: Path) -> pd.DataFrame:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    frames = [pd.read_csv(p) for p in sorted(out.glob("*.csv")) if p.stem != "arms"]
+    frames = [pd.read_csv(p) for p in sorted(out.glob("*.csv")) if not p.name.endswith(".history.csv")]
     table = pd.concat(frames, ignore_index=True)
     fig, ax = plt.subplots(figsize=(8, 4.8))
     for arm, rows in table.groupby("arm", sort=False):
