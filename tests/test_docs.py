@@ -34,7 +34,7 @@ MAIN_JOB = "bash scripts/setup.sh && . .venv/bin/activate && snakemake --cores 8
 MODEL_ZOO = ROOT / "docs" / "model-zoo.md"
 #: Files another maintainer is cleaning (issue #21): their chatter, and sentences repeated between the
 #: two, are xfail, not skipped, so the test run shows them until they are clean.
-CHATTER_PENDING = {"models.md", "benchmarks.md"}
+CHATTER_PENDING: set[str] = set()  # files still to clean of chatter (none)
 
 FENCE = re.compile(r"^```([\w-]*)\s*\n(.*?)^```\s*$", re.S | re.M)
 LINK = re.compile(r"(?<!\!)\[[^\]]*\]\(([^)\s]+)\)")
@@ -319,13 +319,6 @@ def _pending(first: str, second: str) -> bool:
 def test_no_sentence_in_two_files() -> None:
     twice = [f"{a} and {b}: {s[:100]}..." for a, b, s in _repeated_sentences() if not _pending(a, b)]
     assert not twice, "the same text in two files (keep it in one, link it from the other):\n" + "\n".join(twice)
-
-
-@pytest.mark.xfail(reason="docs/models.md and docs/benchmarks.md repeat measured training times; clean-up pending "
-                          "with their maintainer", strict=False)
-def test_no_sentence_in_two_files_pending() -> None:
-    twice = [f"{a} and {b}: {s[:100]}..." for a, b, s in _repeated_sentences() if _pending(a, b)]
-    assert not twice, "the same text in two files:\n" + "\n".join(twice)
 
 
 def test_no_table_row_in_two_files() -> None:
