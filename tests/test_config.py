@@ -122,6 +122,7 @@ def test_job_names_are_checked_against_the_registry(name, part, fragments):
     assert all(f in message for f in fragments), message
 
 
+@pytest.mark.slow
 def test_snakemake_stops_at_once_naming_the_key(root, default_config, tmp_path):
     cfg = copy.deepcopy(default_config)
     cfg["train"]["epochs"] = "many"
