@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mrsr.config import Job, border_pixels, load_config
+from mrsr.config import border_pixels, load_config
 from mrsr.data.patches import degrade
 from mrsr.data.split import add_store_and_split_arguments, read_split
 from mrsr.data.store import load_series, read_index
