@@ -71,7 +71,7 @@ def test_dvc_stages_agree_with_the_snakemake_dag(root):
                     f"stage {name}: builds on stage {upstream} ({ups_outs}) without a dependency on it"
                 )
         # Its code deps are exactly the package sources its rules' commands run (what Snakemake's code params hash).
-        commands = {RULE_COMMAND[r] for r in own.values()} - {None}
+        commands = {RULE_COMMAND[r] for r in own.values()}
         assert commands == set(STAGE_COMMANDS[name]), f"stage {name}: its rules run {sorted(commands)}"
         sources = {f"src/mrsr/{p}" for command in commands for p in command_sources(command)}
         assert code_deps(root, deps) == sources, f"stage {name}: code deps differ from {sorted(sources)}"

@@ -52,11 +52,11 @@ def planned_jobs(work: Path, *args: str) -> dict[str, int]:
     return {rule: int(n) for rule, n in rows if rule not in ("total", "all")}
 
 
-# Snakemake rule -> the mrsr command it runs (None: none); tests/test_workflow_support.py checks it
-# against each rule's shell command and code param.
+# Snakemake rule -> the mrsr command it runs, for every rule with outputs; tests/test_workflow_support.py
+# checks it against each rule's shell command and code param.
 RULE_COMMAND = {"download_tcia": "download", "ingest": "ingest", "split": "split", "patches": "patches", "train": "train",
                 "evaluate_bicubic": "evaluate", "evaluate_model": "evaluate", "summarize": "summarize",
-                "timing": "timing", "report": "report", "effective_config": None}
+                "timing": "timing", "report": "report"}
 
 
 def code_deps(root: Path, deps: list[str]) -> set[str]:

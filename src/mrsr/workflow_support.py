@@ -138,7 +138,8 @@ def imported_modules(module: str) -> frozenset[str]:
     Read from the source with :mod:`ast`, not by importing it: ``import mrsr.x``, ``from mrsr.x
     import y`` (with ``mrsr.x.y`` when that is a module) and ``from mrsr import x``, at module level
     or inside functions (a deferred import runs when the function does), with the packages above
-    each.
+    each. Relative imports are not followed: the package has none (tests/test_workflow_support.py
+    compares the result with what importing loads).
 
     Args:
         module: a module of the package, e.g. ``mrsr.evaluate``.
