@@ -63,3 +63,11 @@ def patches(tmp_path):
     path = tmp_path / "x2.npz"
     np.savez(path, lr=lr, hr=hr, val_lr_0=lr[0, 0], val_hr_0=np.pad(hr[0, 0], ((0, 1), (0, 1))))
     return path
+
+
+@pytest.fixture()
+def weights(tmp_path) -> Path:
+    """A weights file of the tiny proposed model (upscale_fixtures.tiny_model) with its sidecar."""
+    from upscale_fixtures import save_tiny_weights  # deferred: torch
+
+    return save_tiny_weights(tmp_path / "models" / "proposed_multi_x2.safetensors")

@@ -225,9 +225,67 @@ def new_uid() -> str:
     return generate_uid()
 
 
+def ramp(i: int, dtype=np.uint16, n: int = 48) -> np.ndarray:
+    """A distinct, non-zero image per slice index (value encodes the slice: ordering is checkable).
+
+    48x48 16-bit is 4.6 kB of pixel data: above the reader's deferral size, so native files take
+    the fast path (direct read at the pixel data offset), as real MR slices do.
+    """
+    base = np.add.outer(np.arange(n), 2 * np.arange(n)) % 97
+    return (base + 100 * (i + 1)).astype(dtype)
+
+
+def reject_cases(tmp_path: Path, good_uid: str) -> dict[str, tuple[Path, str]]:
+    """Files ingest and upscale must both refuse, in ``tmp_path/bad``: name -> (file, expected substring of the reason).
+
+    Args:
+        tmp_path: the folder to write them in.
+        good_uid: the series UID of the caller's good files (some bad files claim it).
+    """
+    d = tmp_path / "bad"
+    d.mkdir()
+    cases: dict[str, tuple[Path, str]] = {}
+    (d / "notes.dcm").write_text("these are my notes, not DICOM\n" * 20)
+    cases["text"] = (d / "notes.dcm", "not a DICOM file")
+    sr = mr_dataset(ramp(0), series_uid=new_uid(), modality="SR", sop_class="1.2.840.10008.5.1.4.1.1.88.11")
+    for kw in ("PixelData", "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
+               "SamplesPerPixel", "PhotometricInterpretation"):
+        delattr(sr, kw)
+    cases["no pixels"] = (save(sr, d / "sr.dcm"), "not an image: no pixel data")
+    cases["CT"] = (save(mr_dataset(ramp(0), series_uid=new_uid(), modality="CT"), d / "ct.dcm"), "not MR: Modality is CT")
+    mask = mr_dataset(ramp(0), series_uid=new_uid(), description="MaskTumor", sop_class=SC_STORAGE)
+    cases["mask"] = (save(mask, d / "mask.dcm"), "Secondary Capture")
+    rgb = mr_dataset(ramp(0), series_uid=new_uid())
+    rgb.SamplesPerPixel, rgb.PhotometricInterpretation, rgb.PlanarConfiguration = 3, "RGB", 0
+    rgb.BitsAllocated = rgb.BitsStored = 8
+    rgb.HighBit, rgb.PixelData = 7, np.zeros((48, 48, 3), np.uint8).tobytes()
+    cases["rgb"] = (save(rgb, d / "rgb.dcm"), "colour image (RGB, SamplesPerPixel=3)")
+    palette = mr_dataset(ramp(0), series_uid=new_uid(), photometric="PALETTE COLOR")  # one sample, but colour
+    cases["palette"] = (save(palette, d / "palette.dcm"), "colour image (PALETTE COLOR, SamplesPerPixel=1)")
+    line = mr_dataset(np.arange(1, 25, dtype=np.uint16)[None, :], series_uid=new_uid())
+    cases["1-D"] = (save(line, d / "line.dcm"), "not a 2-D image: Rows=1")
+    full = save(mr_dataset(ramp(5), series_uid=good_uid, position=(0, 0, 99.0)), d / "full.dcm").read_bytes()
+    (d / "trunc_pixels.dcm").write_bytes(full[:-300])
+    cases["truncated pixels"] = (d / "trunc_pixels.dcm", "truncated or corrupt pixel data")
+    (d / "trunc_header.dcm").write_bytes(full[:200])
+    cases["truncated header"] = (d / "trunc_header.dcm", "corrupt or truncated DICOM header")
+    (d / "cut_before_pixels.dcm").write_bytes(full[: full.find(b"\xe0\x7f\x10\x00")])
+    cases["cut before pixels"] = (d / "cut_before_pixels.dcm", "truncated or corrupt pixel data")
+    rle = bytearray(save(mr_dataset(ramp(6), series_uid=good_uid, position=(0, 0, 98.0)), d / "rle.dcm", RLELossless).read_bytes())
+    frame_item = rle.find(b"\xfe\xff\x00\xe0", rle.find(b"\xfe\xff\x00\xe0") + 8)  # 2nd item: the frame
+    rle[frame_item + 8 : frame_item + 12] = (15).to_bytes(4, "little")  # RLE header: 15 segments for 16-bit mono
+    (d / "corrupt_rle.dcm").write_bytes(bytes(rle))
+    cases["corrupt compressed"] = (d / "corrupt_rle.dcm", "truncated or corrupt pixel data (RLE Lossless)")
+    odd = mr_dataset(np.ones((12, 12), np.uint16), series_uid=good_uid, position=(0, 0, 97.0))
+    cases["odd size"] = (save(odd, d / "odd.dcm"), "image size 12x12 differs from the rest of series")
+    sagittal = mr_dataset(ramp(7), series_uid=good_uid, position=(0, 0, 96.0), orientation=(0, 1, 0, 0, 0, -1))
+    cases["other plane"] = (save(sagittal, d / "sag.dcm"), "orientation (0.0, 1.0, 0.0, 0.0, 0.0, -1.0) differs")
+    return cases
+
+
 __all__ = [
     "AXIAL", "DeflatedExplicitVRLittleEndian", "ExplicitVRBigEndian", "ExplicitVRLittleEndian",
     "ImplicitVRLittleEndian", "JPEG2000Lossless", "JPEGBaseline8Bit", "JPEGLSLossless", "JPEGLosslessSV1",
     "MR_STORAGE", "RLELossless", "SC_STORAGE", "enhanced_mr_dataset", "jpeg_lossless_sv1", "mr_dataset",
-    "new_uid", "save", "set_pixels",
+    "new_uid", "ramp", "reject_cases", "save", "set_pixels",
 ]

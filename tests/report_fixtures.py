@@ -167,3 +167,16 @@ def build_results(root: Path, config: dict) -> ReportInputs:
         split=root / "data/prepared/split.json", ingest=root / "data/prepared/store/ingest.json",
         rejected=root / "data/prepared/store/rejected.csv", timing=root / "results/timing/table3.csv",
         machine=root / "results/timing/machine.json", leakage_per_image=leakage_files, leakage_split=leakage_split)
+
+
+def sidecar(model: str, scale: int, strategy: str | None = None, **recipe) -> dict:
+    """A weights sidecar as `mrsr train` writes it, with a recipe (``recipe`` overrides its entries)."""
+    base = {"optimizer": "adam", "lr": 1e-3, "momentum": None, "weight_decay": 0.0, "loss_reduction": "mean",
+            "groups": {"body": {"lr": 1e-3, "multiplier": 1.0, "parameters": 10},
+                       "last": {"lr": 1e-4, "multiplier": 0.1, "parameters": 5}},
+            "init": {"train": {"all": "default"}, "std": None, "model_options": {}},
+            "schedule": {"kind": "cosine", "warmup_epochs": 0, "lr_min_ratio": 0.01},
+            "epochs": 100, "steps_per_epoch": 110, "batch_size": 128, "clip": None, "source": "yjn870"}
+    base.update(recipe)
+    return {"model": model, "strategy": strategy, "scale": scale, "recipe": base,
+            "initial_val_psnr": 17.0, "final_val_psnr": 36.5, "bicubic_val_psnr": 36.0}

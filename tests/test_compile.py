@@ -60,6 +60,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("job", training_jobs(PAPER), ids=lambda job: job.name)
 def test_every_paper_job_compiles_without_graph_breaks_and_matches_eager(job, one_thread):
     """Dynamo traces each job's whole training step (fullgraph: a graph break or an untraceable call,
@@ -128,8 +129,9 @@ def run_train(tmp_path: Path, patches: Path, mode: str, device: str, **train_set
 
 @pytest.mark.parametrize("mode,device", [
     ("off", "cpu"),
-    ("on", "cpu"),  # a real Inductor compilation (C++ on the CPU)
-    ("cudagraphs", "cpu"),  # Inductor skips CUDA graphs on a CPU; the loop's handling of them still runs
+    pytest.param("on", "cpu", marks=pytest.mark.slow),  # a real Inductor compilation (C++ on the CPU)
+    # Inductor skips CUDA graphs on a CPU; the loop's handling of them still runs
+    pytest.param("cudagraphs", "cpu", marks=pytest.mark.slow),
     pytest.param("off", "cuda", marks=needs_cuda),
     pytest.param("on", "cuda", marks=needs_cuda),
     pytest.param("cudagraphs", "cuda", marks=needs_cuda),

@@ -81,6 +81,41 @@ def test_loading_fills_in_the_schemas_defaults(root, tmp_path):
     assert load_config(tmp_path / "short.yaml")["timing"]["sizes"] == ["native", 256]
 
 
+def test_schema_model_options_are_the_constructors_keyword_options():
+    """One set of options per model: the schema's ``model.<name>`` (types, ranges, choices) and the
+    class's keyword-only constructor parameters (names, defaults) agree, so neither can gain an
+    option, or a default the other refuses, unnoticed."""
+    import inspect
+
+    import jsonschema
+
+    from mrsr.models import build_model
+
+    models = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]["model"]["properties"]
+    assert set(models) == set(MODEL_REGISTRY)
+    for name, cls in MODEL_REGISTRY.items():
+        section = models[name]
+        params = {p.name: p for p in inspect.signature(cls.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY}
+        assert section["additionalProperties"] is False, name
+        assert set(section.get("properties", {})) == set(params), f"model.{name}: schema and constructor differ"
+        spec = MODEL_REGISTRY[name]
+        for option, param in params.items():
+            assert param.default is not param.empty, f"{name}({option}=...) has no default"
+            default = list(param.default) if isinstance(param.default, tuple) else param.default
+            jsonschema.validate(default, section["properties"][option])  # the schema accepts the default
+            for choice in section["properties"][option].get("enum", []):  # and the constructor every choice
+                build_model(name, spec.scales[0], spec.strategies[0], **{option: choice})
+
+
+def test_schema_names_the_models_parameter_groups():
+    from mrsr.models.base import GROUP_NAMES
+
+    settings = yaml.safe_load(SCHEMA_PATH.read_text())["$defs"]["train_settings"]["properties"]
+    assert settings["param_groups"]["propertyNames"]["enum"] == list(GROUP_NAMES)
+    assert settings["init"]["propertyNames"]["enum"] == ["all", *GROUP_NAMES]
+    assert all(set(cls.groups) <= set(GROUP_NAMES) for cls in MODEL_REGISTRY.values())
+
+
 def test_missing_or_broken_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
@@ -122,6 +157,7 @@ def test_job_names_are_checked_against_the_registry(name, part, fragments):
     assert all(f in message for f in fragments), message
 
 
+@pytest.mark.slow
 def test_snakemake_stops_at_once_naming_the_key(root, default_config, tmp_path):
     cfg = copy.deepcopy(default_config)
     cfg["train"]["epochs"] = "many"

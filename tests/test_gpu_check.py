@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from mrsr.config import validate_config
@@ -58,6 +59,7 @@ def test_dry_run_plans_every_part_with_a_complete_capped_profile(tmp_path):
     assert profile["evaluate"]["max_test_slices"] == 2 and profile["timing"]["dtypes"] == ["fp32"]
 
 
+@pytest.mark.slow
 def test_quick_cpu_run_measures_and_records(tmp_path):
     result = gpu_check(tmp_path, "--device", "cpu", "--quick", "--parts", "train_modes,upscale,snakemake")
     runs = {r["mode"]: r for r in result["train_modes"]["runs"]}

@@ -8,8 +8,6 @@ NaN, and index.csv only when the store is complete.
 
 from __future__ import annotations
 
-import gzip
-import os
 import subprocess
 import sys
 import textwrap
@@ -24,6 +22,7 @@ import pytest
 from pydicom.encaps import encapsulate
 
 from dicom_fixtures import mr_dataset, new_uid, save
+from hostile_fixtures import cut_dicom, lying_dicom, lying_nifti, make_unreadable
 from mrsr.data.dicom import ingest_dicom_files, scan_dicom_file
 from mrsr.data.ingest import ingest
 from mrsr.data.store import SliceStoreWriter
@@ -47,31 +46,6 @@ def good_nifti(path: Path, dtype=np.int16) -> Path:
     volume = (rng.random((24, 20, 4)) * 1000 + 1).astype(dtype)
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(volume, np.eye(4)), path)
-    return path
-
-
-def lying_dicom(path: Path, rows: int, cols: int, frames: int | None = None, pixel_bytes: int = 8192) -> Path:
-    """A native DICOM whose header declares rows x cols (x frames) over ``pixel_bytes`` of pixel data."""
-    side = int(np.sqrt(pixel_bytes // 2))
-    ds = mr_dataset(np.ones((side, side), np.uint16), series_uid=new_uid())
-    ds.Rows, ds.Columns = rows, cols
-    if frames is not None:
-        ds.NumberOfFrames = frames
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
-def cut_dicom(path: Path, rows: int = 2000, cols: int = 2000) -> Path:
-    """A native DICOM whose pixel data element *claims* rows x cols x 2 bytes, in a file cut after 8 KB."""
-    ds = mr_dataset(np.ones((64, 64), np.uint16), series_uid=new_uid())
-    ds.Rows, ds.Columns = rows, cols
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    data = bytearray(path.read_bytes())
-    tag = data.rindex(b"\xe0\x7f\x10\x00OW\x00\x00")
-    data[tag + 8 : tag + 12] = (rows * cols * 2).to_bytes(4, "little")
-    path.write_bytes(bytes(data))
     return path
 
 
@@ -106,18 +80,6 @@ def deflate_bomb(path: Path, inflated: int = (1 << 30) + (200 << 20)) -> Path:
         for _ in range(inflated // len(zeros)):
             fh.write(deflater.compress(zeros))
         fh.write(deflater.flush())
-    return path
-
-
-def lying_nifti(path: Path, shape: tuple[int, ...], dtype=np.int16, data_bytes: int = 100) -> Path:
-    """A NIfTI whose header declares ``shape`` over ``data_bytes`` of voxel data (gzip when .gz)."""
-    header = nib.Nifti1Header()
-    header.set_data_dtype(dtype)
-    header.set_data_shape(shape)
-    header["vox_offset"] = 352
-    raw = header.binaryblock + b"\0" * 4 + bytes(range(256)) * (data_bytes // 256) + b"\1" * (data_bytes % 256)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(gzip.compress(raw) if path.name.endswith(".gz") else raw)
     return path
 
 
@@ -311,21 +273,6 @@ def test_failed_ingest_never_leaves_an_index(tmp_path, monkeypatch):
 
 
 # -------------------------------------------------- class 3: an unreadable folder is reported
-def make_unreadable(folder: Path, monkeypatch) -> None:
-    """chmod 000; where that does not deny access (root), listing it raises PermissionError as it
-    would for anyone else (os.walk lists folders with os.scandir)."""
-    folder.chmod(0)
-    if os.access(folder, os.R_OK):
-        real = os.scandir
-
-        def scandir(path=".", *args):
-            if Path(path) == folder:
-                raise PermissionError(13, "Permission denied", str(folder))
-            return real(path, *args)
-
-        monkeypatch.setattr(os, "scandir", scandir)
-
-
 @pytest.fixture()
 def restore_modes(tmp_path):
     yield

@@ -19,25 +19,12 @@ import pytest
 import torch
 
 from dicom_fixtures import mr_dataset, new_uid, save
+from hostile_fixtures import cut_dicom, lying_dicom, lying_nifti
 from mrsr.cli import main
-from mrsr.models import build_model
 from mrsr.weights import save_weights
-from test_hostile_ingest import cut_dicom, lying_dicom, lying_nifti
+from upscale_fixtures import TINY, tiny_model
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-TINY = {"features": 8, "units": 2, "image_deconv_init": "bicubic"}
-
-
-def tiny_model(scale: int = 2):
-    torch.manual_seed(0)
-    return build_model("proposed", scale, "multi", **TINY).eval()
-
-
-@pytest.fixture()
-def weights(tmp_path) -> Path:
-    path = tmp_path / "models" / "proposed_multi_x2.safetensors"
-    save_weights(path, tiny_model(), {"model": "proposed", "scale": 2, "strategy": "multi", "options": TINY})
-    return path
 
 
 def nifti(path: Path, volume: np.ndarray) -> Path:
@@ -250,7 +237,7 @@ def test_upscaler_refuses_output_of_another_scale():
 
 # -------------------------------------------------- class 3: an unreadable folder is reported
 def test_unreadable_subfolder_is_skipped_with_its_reason(tmp_path, weights, capsys, monkeypatch):
-    from test_hostile_ingest import make_unreadable
+    from hostile_fixtures import make_unreadable
 
     dicom_series(tmp_path / "in" / "a", n=1)
     dicom_series(tmp_path / "in" / "locked", n=1)

@@ -25,10 +25,7 @@ import pytest
 import yaml
 
 from mrsr.config import load_config
-from test_workflow import SNAKEMAKE, copy_workflow, run
-
-DVC = [sys.executable, "-m", "dvc"]
-
+from workflow_fixtures import DVC, SNAKEMAKE, copy_workflow, planned_jobs, run
 
 def snapshot(work: Path, folders: tuple[str, ...] = ("data/prepared", "models", "results", "reports")) -> dict:
     """path -> (mtime_ns, sha256) of every file under ``folders``."""
@@ -38,18 +35,6 @@ def snapshot(work: Path, folders: tuple[str, ...] = ("data/prepared", "models", 
             if path.is_file():
                 out[str(path.relative_to(work))] = (path.stat().st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
     return out
-
-
-def planned_jobs(work: Path, *args: str) -> dict[str, int]:
-    """rule -> number of jobs a dry run of ``all`` plans (empty: nothing to do)."""
-    result = run([*SNAKEMAKE, "all", "-n", "--cores", "2", *args], work)  # targets first: --configfile takes several
-    assert result.returncode == 0, result.stderr[-3000:]
-    text = result.stdout + result.stderr
-    if "Nothing to be done" in text:
-        return {}
-    table = text.split("Job stats:")[1].split("Reasons:")[0]
-    rows = [m.groups() for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)]
-    return {rule: int(n) for rule, n in rows if rule not in ("total", "all")}
 
 
 # Appended to the copied Snakefile: writes the `config` Snakemake built (after its own merge of
@@ -68,6 +53,7 @@ rule dump_config:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("profile", ["config.yaml", "config/paper.yaml"])
 def test_snakemake_config_is_exactly_the_profile_file(root, tmp_path, profile):
     work = tmp_path / "repo"
@@ -91,14 +77,16 @@ def test_snakemake_config_is_exactly_the_profile_file(root, tmp_path, profile):
         assert "residual_init" not in str(given["model"])  # the quick profile's courtesy init stays there
 
 
+@pytest.mark.slow
 def test_overrides_and_merged_profiles_are_refused(root, tmp_path, default_config):
     work = tmp_path / "repo"
     copy_workflow(root, work, default_config)
     (work / "other.yaml").write_text(yaml.safe_dump(default_config))
-    for extra in (["--config", "profile=x"], ["--configfile", "config.yaml", "other.yaml"]):
+    for extra, message in ((["--config", "profile=x"], "a profile is one complete file"),
+                           (["--configfile", "config.yaml", "other.yaml"], "give one profile file")):
         result = run([*SNAKEMAKE, "all", "-n", *extra], work)
         text = result.stdout + result.stderr
-        assert result.returncode != 0 and "a profile is one complete file" in text or "give one profile file" in text, text
+        assert result.returncode != 0 and message in text, text
 
 
 def test_a_job_refuses_a_profile_edited_after_planning(root, tmp_path, default_config):
@@ -112,6 +100,7 @@ def test_a_job_refuses_a_profile_edited_after_planning(root, tmp_path, default_c
     assert edited.returncode == 2 and "changed after this workflow run was planned" in edited.stdout + edited.stderr
 
 
+@pytest.mark.slow
 def test_a_user_profile_is_complete_too(root, tmp_path, default_config):
     """A user's profile missing a section is refused (no silent fill-in from config.yaml)."""
     work = tmp_path / "repo"
@@ -161,12 +150,10 @@ def test_a_dry_run_of_another_profile_changes_nothing(finished_run):
 @pytest.mark.slow
 def test_dvc_and_snakemake_reports_work_offline(finished_run, tmp_path):
     """`dvc metrics show` is a few readable columns; `dvc plots show` draws loss and PSNR apart with
-    no network (rendered by headless Chromium); `snakemake --report` holds the report and tables."""
+    no network; `snakemake --report` holds the report and tables."""
     import zipfile
 
-    from PIL import Image
-
-    from test_report_browser import CHROMIUM, FLAGS, Links
+    from browser_fixtures import Links
 
     work = finished_run
     metrics = run([*DVC, "metrics", "show"], work)
@@ -182,14 +169,6 @@ def test_dvc_and_snakemake_reports_work_offline(finished_run, tmp_path):
     assert sorted(Path(r).name.split("_", 1)[-1] for r in links.resources if r.endswith(".png")) == [
         "reports_test_figures_training_loss.png", "reports_test_figures_validation_psnr.png"]
     assert not [r for r in links.resources if re.match(r"\s*['\"]?(https?:)?//", r)], links.resources
-    if CHROMIUM.exists():  # the offline rendering itself (CI installs chromium: scripts/setup.sh test)
-        shot = tmp_path / "plots.png"
-        result = subprocess.run([str(CHROMIUM), *FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
-                                 "--window-size=1280,1600", f"--screenshot={shot}", page.as_uri()],
-                                capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0 and shot.exists(), result.stderr[-2000:]
-        pixels = Image.open(shot).convert("L")
-        assert pixels.getextrema()[0] < 128  # something dark was drawn: curves and axes, not a blank page
 
     archive = work / "snakemake-report.zip"
     made = run([*SNAKEMAKE, "--report", str(archive)], work)
@@ -198,6 +177,46 @@ def test_dvc_and_snakemake_reports_work_offline(finished_run, tmp_path):
     assert {"report.html", "summary.csv", "table3.csv", "training_loss.png", "validation_psnr.png"} <= set(names)
     ours = [n for n in zipfile.ZipFile(archive).namelist() if n.endswith("/report.html") and "/data/raw/" in n]
     assert ours and "Table 2" in zipfile.ZipFile(archive).read(ours[0]).decode()
+
+
+@pytest.mark.slow
+def test_dvc_plots_render_offline_in_chromium(finished_run, tmp_path):
+    """The page of `dvc plots show`, rendered by headless Chromium with no network, shows curves."""
+    from PIL import Image
+
+    from browser_fixtures import CHROMIUM, FLAGS, require_chromium
+
+    require_chromium()
+    plots = run([*DVC, "plots", "show", "-o", str(tmp_path / "plots")], finished_run)
+    assert plots.returncode == 0, plots.stderr
+    shot = tmp_path / "plots.png"
+    result = subprocess.run([str(CHROMIUM), *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1600",
+                             f"--screenshot={shot}", (tmp_path / "plots" / "index.html").as_uri()],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and shot.exists(), result.stderr[-2000:]
+    pixels = Image.open(shot).convert("L")
+    assert pixels.getextrema()[0] < 128  # something dark was drawn: curves and axes, not a blank page
+
+
+@pytest.mark.slow
+def test_a_code_change_reruns_exactly_the_rules_whose_command_imports_it(finished_run, monkeypatch):
+    """Snakemake's own plan after editing one module: the rules whose `mrsr` command's import closure
+    holds it (table3.py: the report alone, not timing; metrics.py: training and everything evaluating)."""
+    from mrsr.workflow_support import command_sources
+    from workflow_fixtures import RULE_COMMAND
+
+    work = finished_run
+    monkeypatch.setenv("PYTHONPATH", str(work / "src"))  # the rules hash the copy's package, edited below
+    for relative in ("table3.py", "metrics.py"):
+        path = work / "src/mrsr" / relative
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n# edited\n")
+        try:
+            expected = {rule for rule, command in RULE_COMMAND.items() if relative in command_sources(command)}
+            assert set(planned_jobs(work)) == expected, relative
+        finally:
+            path.write_bytes(original)
+    assert planned_jobs(work) == {}
 
 
 @pytest.mark.slow

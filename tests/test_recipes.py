@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 from mrsr.recipes import COLUMNS, describe, recipe_rows
-
-
-def _sidecar(model, scale, strategy=None, **recipe):
-    base = {"optimizer": "adam", "lr": 1e-3, "momentum": None, "weight_decay": 0.0, "loss_reduction": "mean",
-            "groups": {"body": {"lr": 1e-3, "multiplier": 1.0, "parameters": 10},
-                       "last": {"lr": 1e-4, "multiplier": 0.1, "parameters": 5}},
-            "init": {"train": {"all": "default"}, "std": None, "model_options": {}},
-            "schedule": {"kind": "cosine", "warmup_epochs": 0, "lr_min_ratio": 0.01},
-            "epochs": 100, "steps_per_epoch": 110, "batch_size": 128, "clip": None, "source": "yjn870"}
-    base.update(recipe)
-    return {"model": model, "strategy": strategy, "scale": scale, "recipe": base,
-            "initial_val_psnr": 17.0, "final_val_psnr": 36.5, "bicubic_val_psnr": 36.0}
+from report_fixtures import sidecar
 
 
 def test_one_row_per_method_with_per_scale_facts():
-    rows = recipe_rows([_sidecar("srcnn", 3, steps_per_epoch=110), _sidecar("srcnn", 2),
-                        _sidecar("proposed", 2, "multi", optimizer="sgd", momentum=0.9, weight_decay=1e-4,
+    rows = recipe_rows([sidecar("srcnn", 3, steps_per_epoch=110), sidecar("srcnn", 2),
+                        sidecar("proposed", 2, "multi", optimizer="sgd", momentum=0.9, weight_decay=1e-4,
                                  schedule={"kind": "step", "warmup_epochs": 0, "lr_step_epochs": 20, "lr_gamma": 0.1},
                                  clip={"theta": 0.4, "adjustable": True}, source=None),
-                        _sidecar("srcnn", 4, steps_per_epoch=91), {"model": "espcn", "scale": 2}])  # no recipe: skipped
+                        sidecar("srcnn", 4, steps_per_epoch=91), {"model": "espcn", "scale": 2}])  # no recipe: skipped
     assert [r["method"] for r in rows] == ["srcnn", "proposed/multi"]
     srcnn, proposed = rows
     assert set(COLUMNS) <= set(srcnn)
@@ -37,15 +26,15 @@ def test_one_row_per_method_with_per_scale_facts():
 
 
 def test_init_and_loss_texts():
-    text = describe(_sidecar("srcnn", 2, loss_reduction="sum",
+    text = describe(sidecar("srcnn", 2, loss_reduction="sum",
                              init={"train": {"all": "gaussian"}, "std": 0.001, "model_options": {}})["recipe"])
     assert text["init"] == "He; then all: gaussian (std 0.001)"
     assert text["loss"].startswith("1/2 MSE summed over each patch's pixels")
-    text = describe(_sidecar("proposed", 2, init={"train": {"all": "default"}, "std": None, "model_options": {
+    text = describe(sidecar("proposed", 2, init={"train": {"all": "default"}, "std": None, "model_options": {
         "image_deconv_init": "bicubic", "feature_deconv_init": "zero"}})["recipe"])
     assert text["init"] == "He, image_deconv_init=bicubic, feature_deconv_init=zero"
 
 
 def test_different_recipes_across_scales_are_flagged():
-    rows = recipe_rows([_sidecar("espcn", 2), _sidecar("espcn", 3, optimizer="sgd", momentum=0.9)])
+    rows = recipe_rows([sidecar("espcn", 2), sidecar("espcn", 3, optimizer="sgd", momentum=0.9)])
     assert rows[0]["same_recipe"] is False

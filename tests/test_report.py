@@ -263,12 +263,12 @@ def test_the_report_prints_each_methods_training_recipe(full, tmp_path):
     """The recipe table comes from the weights' sidecars the rule passes (one row per method)."""
     import dataclasses
 
-    from test_recipes import _sidecar
+    from report_fixtures import sidecar
 
     config, inputs, *_ = full
     sidecars = []
-    for meta in (_sidecar("srcnn", 2, source="Dong et al. 2016"), _sidecar("srcnn", 3, source="Dong et al. 2016"),
-                 {**_sidecar("espcn", 2), "final_val_psnr": 35.0}):
+    for meta in (sidecar("srcnn", 2, source="Dong et al. 2016"), sidecar("srcnn", 3, source="Dong et al. 2016"),
+                 {**sidecar("espcn", 2), "final_val_psnr": 35.0}):
         path = tmp_path / f"{meta['model']}_x{meta['scale']}.json"
         path.write_text(json.dumps(meta))
         sidecars.append(path)

@@ -8,7 +8,6 @@ import html as htmllib
 import json
 import re
 import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -16,36 +15,14 @@ import yaml
 from PIL import Image
 
 from mrsr.report import render
+from browser_fixtures import CHROMIUM, FLAGS, Links, require_chromium
 from report_fixtures import build_results, full_report_config, report_config
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="/usr/bin/chromium missing: run `bash scripts/setup.sh test` (installs Debian's chromium as root)",
-)
-# No network, no profile state, no background services: the report must render from the file alone.
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-extensions", "--hide-scrollbars", "--virtual-time-budget=5000"]
 
-
-class Links(HTMLParser):
-    """Every resource reference: src of any element, href of <link>, and url(...) in styles."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.resources: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        for name, value in attrs:
-            if value and (name in ("src", "srcset", "poster", "data") or (tag == "link" and name == "href")):
-                self.resources.append(value)
-            if value and name == "style":
-                self.resources += re.findall(r"url\(([^)]*)\)", value)
-
-    def handle_data(self, data: str) -> None:
-        if self.lasttag == "style":
-            self.resources += re.findall(r"url\(([^)]*)\)", data)
+@pytest.fixture(scope="module", autouse=True)
+def chromium_present() -> None:
+    """Before the module's reports are built: without Chromium there is nothing to render them in."""
+    require_chromium()
 
 
 @pytest.fixture(scope="module")

@@ -96,6 +96,7 @@ def test_fast_path_switches_train_on_the_cpu(tmp_path, patches, tiny_config, tra
     assert all(t.dtype == torch.float32 for t in weights.values())  # autocast never changes the stored dtype
 
 
+@pytest.mark.slow
 def test_compiled_step_equals_eager_step():
     """torch.compile (the GPU default) gives the eager loop's loss and gradient norm (CPU inductor)."""
     torch.manual_seed(0)

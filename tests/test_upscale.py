@@ -30,21 +30,7 @@ from mrsr.cli import main
 from mrsr.inference import Upscaler, receptive_radius
 from mrsr.models import build_model
 from mrsr.upscale_io import NiftiJob, Provenance, process_nifti, upscaled_affine
-from mrsr.weights import save_weights
-
-TINY = {"features": 8, "units": 2, "image_deconv_init": "bicubic"}
-
-
-def tiny_model(scale: int = 2, seed: int = 0, **extra):
-    torch.manual_seed(seed)
-    return build_model("proposed", scale, "multi", **{**TINY, **extra}).eval()
-
-
-@pytest.fixture()
-def weights(tmp_path) -> Path:
-    path = tmp_path / "models" / "proposed_multi_x2.safetensors"
-    save_weights(path, tiny_model(), {"model": "proposed", "scale": 2, "strategy": "multi", "options": TINY})
-    return path
+from upscale_fixtures import tiny_model
 
 
 def reference(values: np.ndarray, norm: float, lo: float = -np.inf, scale: int = 2) -> np.ndarray:
@@ -413,12 +399,12 @@ def test_per_frame_rescale_overrides_a_stale_top_level_one(tmp_path, weights):
 
 def test_upscale_and_ingest_refuse_a_bad_file_with_the_same_reason(tmp_path):
     """One reader: every file that both refuse is refused for the same reason, in the same words."""
-    from test_dicom_ingest import _reject_cases
-
     from mrsr.data.dicom import scan_dicom_file
     from mrsr.upscale_io import collect_inputs
 
-    cases = _reject_cases(tmp_path, generate_uid())
+    from dicom_fixtures import reject_cases
+
+    cases = reject_cases(tmp_path, generate_uid())
     jobs, skipped = collect_inputs([tmp_path / "bad"], tmp_path / "out", "_x2")
     reasons = {Path(path).name: reason for path, reason in skipped}
     shared = ["text", "no pixels", "rgb", "palette", "1-D", "truncated pixels", "truncated header", "cut before pixels"]

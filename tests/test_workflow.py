@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,12 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-
-def run(cmd: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+from workflow_fixtures import RULE_COMMAND, SNAKEMAKE, STAGE_COMMANDS, code_deps, copy_workflow, planned_jobs, run
 
 
 def produced_files(root: Path, target: str) -> dict[str, str]:
@@ -41,12 +33,7 @@ def dvc_stages(root: Path) -> dict:
         return {stage.name: stage for stage in repo.index.stages}
 
 
-# Snakemake rule -> the step of src/mrsr/workflow_support.py whose code it runs (None: runs no package code).
-RULE_STEP = {"download_tcia": "ingest", "ingest": "ingest", "split": "split", "patches": "patches", "train": "train",
-             "evaluate_bicubic": "evaluate", "evaluate_model": "evaluate", "summarize": "evaluate",
-             "timing": "timing", "report": "report", "effective_config": None}
-
-
+@pytest.mark.slow
 def test_lint_is_clean_and_dry_run_lists_every_stage(root):
     lint = run([*SNAKEMAKE, "--lint"], root)
     assert lint.returncode == 0, lint.stdout + lint.stderr
@@ -56,8 +43,9 @@ def test_lint_is_clean_and_dry_run_lists_every_stage(root):
         assert f"rule {rule}:" in dry.stdout, rule
 
 
+@pytest.mark.slow
 def test_dvc_stages_agree_with_the_snakemake_dag(root):
-    from mrsr.workflow_support import STEP_SOURCES
+    from mrsr.workflow_support import command_sources
 
     stages = dvc_stages(root)
     seen: dict[str, str] = {}
@@ -82,31 +70,14 @@ def test_dvc_stages_agree_with_the_snakemake_dag(root):
                 assert any(under(d, ups_outs) or any(under(o, [d]) for o in ups_outs) for d in deps), (
                     f"stage {name}: builds on stage {upstream} ({ups_outs}) without a dependency on it"
                 )
-        # Its code deps are exactly the package sources its rules run (what Snakemake's code params hash).
-        steps = {RULE_STEP[r] for r in own.values()} - {None}
-        sources = {f"src/mrsr/{p}" for step in steps for p in STEP_SOURCES[step]}
-        assert {d for d in deps if d.startswith("src/")} == sources, f"stage {name}: code deps differ from {sorted(sources)}"
+        # Its code deps are exactly the package sources its rules' commands run (what Snakemake's code params hash).
+        commands = {RULE_COMMAND[r] for r in own.values()}
+        assert commands == set(STAGE_COMMANDS[name]), f"stage {name}: its rules run {sorted(commands)}"
+        sources = {f"src/mrsr/{p}" for command in commands for p in command_sources(command)}
+        assert code_deps(root, deps) == sources, f"stage {name}: code deps differ from {sorted(sources)}"
         stage_outs[name] = outs
         seen.update(own)
     assert set(produced_files(root, "all")) == set(seen)
-
-
-def copy_workflow(root: Path, work: Path, config: dict) -> None:
-    """A minimal checkout of the workflow in ``work`` (its own git repo, for DVC) using ``config``."""
-    work.mkdir(parents=True)
-    for item in ("Snakefile", "workflow", "profiles", "dvc.yaml", "src", ".dvc", ".dvcignore"):
-        src = root / item
-        if src.is_dir():
-            shutil.copytree(src, work / item, ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__"))
-        else:
-            shutil.copy2(src, work / item)
-    (work / "data").mkdir()
-    shutil.copytree(root / "data" / "btp-sample", work / "data" / "btp-sample")
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
-    # dvc.yaml tracks the profile named in its vars: the one this copy's config.yaml runs.
-    dvc_yaml = (work / "dvc.yaml").read_text()
-    (work / "dvc.yaml").write_text(dvc_yaml.replace("  - profile: quick\n", f"  - profile: {config['profile']}\n"))
-    assert run(["git", "init", "-q"], work).returncode == 0
 
 
 @pytest.mark.slow
@@ -155,8 +126,6 @@ def test_tiny_workflow_end_to_end_and_dvc_up_to_date(root, tmp_path, tiny_config
     again = run([*SNAKEMAKE, "--cores", "2", "-n", "all"], work)
     assert "Nothing to be done" in again.stdout + again.stderr
     # A third seed adds its runs (on both splits) and reruns none of the first two.
-    from test_profiles import planned_jobs
-
     tiny_config["train"]["seeds"] = [0, 1, 2]
     (work / "config.yaml").write_text(yaml.safe_dump(tiny_config))
     assert planned_jobs(work) == {"train": 2, "evaluate_model": 2, "summarize": 1, "report": 1}

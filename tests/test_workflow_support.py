@@ -8,14 +8,20 @@ exactly what :mod:`mrsr.workflow_support` defines.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mrsr.config import Job, JobError, load_config, trainable
 from mrsr.models import MODEL_REGISTRY
 from mrsr.workflow_support import BY_PATIENT, seed_dir
+from workflow_fixtures import RULE_COMMAND, STAGE_COMMANDS, code_deps
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +79,133 @@ def test_seed_and_split_folders_are_the_packages(root, workflow_rules):
     assert train.is_producer(f"{models}/{BY_PATIENT}{seed_dir(0)}/proposed_multi_x2.safetensors")
     for wrong in ("seedx/srcnn_x2", "seed/srcnn_x2", "srcnn_x2", "by-series/seed0/srcnn_x2", "seed0/seed0/srcnn_x2"):
         assert not train.is_producer(f"{models}/{wrong}.safetensors"), wrong
+
+
+# --- what a code change reruns -----------------------------------------------------------------------
+
+def _clear_source_caches() -> None:
+    from mrsr import workflow_support as ws
+
+    for cached in (ws.imported_modules, ws.import_closure, ws.command_sources, ws.source_digest):
+        cached.cache_clear()
+
+
+def test_each_rule_hashes_the_code_of_the_command_it_runs(workflow_rules):
+    """Read by Snakemake: a rule running `mrsr COMMAND` lists code(COMMAND) as a param, and no other."""
+    from mrsr.workflow_support import source_digest
+
+    commands = {}
+    for name, rule in workflow_rules.items():
+        words = (rule.shellcmd or "").split()
+        if words[:1] == ["mrsr"]:
+            commands[name] = words[1]
+            assert rule.params._names["code"], name
+            assert rule.params.code == source_digest(words[1]), f"rule {name}: its code param is not code({words[1]!r})"
+        else:
+            assert "code" not in rule.params._names, f"rule {name} runs no mrsr command but lists code"
+    assert commands == RULE_COMMAND
+
+
+def test_dvc_code_deps_are_the_sources_of_each_stages_commands(root):
+    """dvc.yaml as written (tests/test_workflow.py checks the stages' commands against Snakemake's DAG)."""
+    from mrsr.workflow_support import command_sources
+
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    assert set(stages) == set(STAGE_COMMANDS)
+    for name, commands in STAGE_COMMANDS.items():
+        sources = {f"src/mrsr/{p}" for command in commands for p in command_sources(command)}
+        assert code_deps(root, stages[name]["deps"]) == sources, f"stage {name}: code deps differ from {sorted(sources)}"
+
+
+# Imports each module named on its command line with no mrsr module loaded (third-party ones stay
+# cached, so one interpreter serves all) and prints, per module, the mrsr modules that import loaded.
+LOADED_BY_IMPORT = """
+import importlib, json, sys
+loaded = {}
+for name in sys.argv[1:]:
+    for key in [k for k in sys.modules if k == "mrsr" or k.startswith("mrsr.")]:
+        del sys.modules[key]
+    importlib.import_module(name)
+    loaded[name] = sorted(k for k in sys.modules if k == "mrsr" or k.startswith("mrsr."))
+print(json.dumps(loaded))
+"""
+
+
+def test_the_closure_holds_every_module_a_command_imports(root):
+    """Ground truth from Python itself: every mrsr module loaded by importing a command's module is in
+    the closure read from the source (which also follows the deferred imports no import runs)."""
+    from mrsr.cli import COMMANDS
+    from mrsr.workflow_support import import_closure
+
+    modules = sorted({module for module, _ in COMMANDS.values()})
+    result = subprocess.run([sys.executable, "-c", LOADED_BY_IMPORT, *modules], capture_output=True, text=True,
+                            cwd=root, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for module, loaded in json.loads(result.stdout).items():
+        assert module in loaded and set(loaded) <= import_closure(module), (module, set(loaded) - import_closure(module))
+
+
+def test_command_sources_follow_imports_and_leave_out_plumbing():
+    from mrsr.cli import COMMANDS
+    from mrsr.workflow_support import PLUMBING, command_sources
+
+    assert {"data/patches.py", "metrics.py"} <= set(command_sources("evaluate"))  # degrade makes the LR inputs
+    assert {"data/testset.py", "metrics.py"} <= set(command_sources("timing"))
+    assert not {"table3.py", "evaluate.py"} & set(command_sources("timing"))  # the report's table; another command
+    assert {"table3.py", "recipes.py", "paper.py", "templates/report.html.j2"} <= set(command_sources("report"))
+    assert "metrics.py" in command_sources("train")
+    assert command_sources("evaluate") == command_sources("summarize")  # one module, two commands
+    plumbing = {m.split(".", 1)[-1].replace(".", "/") + ".py" for m in PLUMBING - {"mrsr"}} | {"__init__.py"}
+    for command in COMMANDS:
+        assert not plumbing & set(command_sources(command)), command
+
+
+def test_every_package_file_is_a_module_or_declared_data(root):
+    """A data file a module reads must be in PACKAGE_DATA, or editing it would rerun nothing."""
+    from mrsr.workflow_support import PACKAGE, PACKAGE_DATA
+
+    declared = {(PACKAGE.joinpath(*module.split(".")[1:-1]) / relative) for module, folders in PACKAGE_DATA.items()
+                for relative in folders}
+    for path in PACKAGE.rglob("*"):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".py":
+            # The schema's defaults reach each job through its rule's config params instead.
+            assert path.name == "config.schema.yaml" or any(path.is_relative_to(d) for d in declared), path
+
+
+def test_editing_any_module_changes_exactly_the_digests_of_the_commands_importing_it(tmp_path, monkeypatch):
+    """Every file of a copy of the package edited in turn: the digests that change are those of the
+    commands whose closure holds it (none for plumbing), and nothing else."""
+    from mrsr import workflow_support as ws
+    from mrsr.cli import COMMANDS
+
+    copy = tmp_path / "mrsr"
+    shutil.copytree(ws.PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(ws, "PACKAGE", copy)
+    _clear_source_caches()
+    try:
+        before = {c: ws.source_digest(c) for c in COMMANDS}
+        sources = {c: set(ws.command_sources(c)) for c in COMMANDS}
+        files = [p for p in sorted(copy.rglob("*")) if p.is_file() and p.name != "config.schema.yaml"]
+        assert len(files) > 40
+        for path in files:
+            relative = path.relative_to(copy).as_posix()
+            original = path.read_bytes()
+            path.write_bytes(original + b"\n# edited\n")
+            ws.source_digest.cache_clear()
+            changed = {c for c in COMMANDS if ws.source_digest(c) != before[c]}
+            path.write_bytes(original)
+            assert changed == {c for c in COMMANDS if relative in sources[c]}, relative
+    finally:
+        _clear_source_caches()
+
+
+def test_every_module_of_the_package_imports():
+    """The fast tier loads every module (most through the tests of their command), and this says so
+    for each: a module no test imports would be found here, not in a slow run."""
+    import importlib
+
+    from mrsr.workflow_support import PACKAGE
+
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        importlib.import_module(".".join(parts[:-1] if parts[-1] == "__init__" else parts))

@@ -93,7 +93,12 @@ def check_model(model: str, strategy: str | None = None, scale: int | None = Non
 
 
 def trainable(model: str) -> bool:
-    """Whether a registered model has learned parameters, i.e. can be a training job (all but bicubic)."""
+    """Whether a registered model has learned parameters, i.e. can be a training job (all but bicubic):
+    the one definition, from its class's parameter ``groups``.
+
+    Args:
+        model: registry name.
+    """
     from mrsr.models import MODEL_REGISTRY  # deferred: torch is imported only when a model is named
 
     return bool(MODEL_REGISTRY[model].groups)

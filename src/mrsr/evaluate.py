@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mrsr.config import Job, border_pixels, load_config
+from mrsr.config import border_pixels, load_config
 from mrsr.data.patches import degrade
 from mrsr.data.split import add_store_and_split_arguments, read_split
-from mrsr.data.store import load_series, read_index
+from mrsr.data.testset import select_test_rows, test_slices
 from mrsr.errors import UsageError, existing_file, output_file
 from mrsr.inference import load_for_inference, prepare, super_resolve, to_input
 from mrsr.io import atomic_path, write_csv, write_json
@@ -35,26 +35,6 @@ from mrsr.models import MODEL_REGISTRY, SuperResolver
 
 SUMMARY_COLUMNS = ["method", "strategy", "scale", "psnr", "ssim", "n_images", "psnr_std", "ssim_std", "psnr_fg",
                    "n_seeds", "psnr_seed_std", "ssim_seed_std"]
-
-
-def select_test_rows(store: Path, split: pd.DataFrame, max_slices: int | None = None) -> pd.DataFrame:
-    """Index rows of the test slices to evaluate (evenly spaced when capped), in index order."""
-    index = read_index(store)
-    test_keys = split.loc[split["split"] == "test", "series_key"]
-    rows = index[index["series_key"].isin(test_keys)].sort_values(["series_key", "slice_index"])
-    if max_slices:
-        rows = rows.iloc[np.linspace(0, len(rows) - 1, min(max_slices, len(rows))).astype(int)]
-    return rows
-
-
-def test_slices(store: Path, split: pd.DataFrame, rows: pd.DataFrame):
-    """Yield (index row, normalised HR slice) for the given test rows."""
-    norms = split.set_index("series_key")["norm"]
-    for key, group in rows.groupby("series_key", sort=True):
-        volume = load_series(store, key)
-        norm = np.float32(norms.loc[key])
-        for row in group.itertuples():
-            yield row, np.asarray(volume[row.slice_index], dtype=np.float32) / norm
 
 
 def example_slice_id(rows: pd.DataFrame) -> str:

@@ -40,8 +40,8 @@ from scipy.ndimage import gaussian_filter
 from mrsr.config import Job, border_pixels, load_config
 from mrsr.data.patches import degrade
 from mrsr.data.split import add_store_and_split_arguments, read_split
+from mrsr.data.testset import select_test_rows, test_slices
 from mrsr.errors import existing_file, output_file
-from mrsr.evaluate import select_test_rows, test_slices
 from mrsr.inference import prepare, to_input
 from mrsr.io import write_csv, write_json
 from mrsr.machine import (FLOP_METHOD, OtherLoad, RooflineOfRun, count_flops, cpu_info, thread_count,

@@ -10,10 +10,12 @@ configuration is one profile file, and what a job depends on beyond its files.
 - :func:`profile_file`: a run's configuration is exactly one profile file, which every job reads.
 - Snakemake's params rerun trigger compares, job by job, what each rule lists as params; two of them
   come from here. Snakemake's own ``code`` trigger sees only a rule's shell command, not the package
-  it calls; each rule lists ``code(step)`` (:func:`source_digest`) among its params, so a change to
-  the code a step runs reruns that step's jobs and no others. dvc.yaml's stages depend on the same
-  files (tests/test_workflow.py checks that each stage's deps are the union of its steps' sources),
-  so `dvc repro` and Snakemake agree on what a code change invalidates. The ingest rule's input is
+  it calls; each rule lists ``code(command)`` (:func:`source_digest`) among its params, a digest of
+  the files of :func:`command_sources`: the import closure of the module of the ``mrsr`` command it
+  runs, derived from the source, so a change to the code a command runs reruns that command's jobs
+  and no others. dvc.yaml's stages depend on the same files (tests/test_workflow.py checks that each
+  stage's code deps are the union of its rules' command sources), so `dvc repro` and Snakemake
+  agree on what a code change invalidates. The ingest rule's input is
   a folder of source data, whose own modification time says little (a fresh clone gives every file
   a new one): :func:`folder_fingerprint` (every file's relative path and size) reruns ingest when
   files are added, removed, renamed or resized.
@@ -21,6 +23,7 @@ configuration is one profile file, and what a job depends on beyond its files.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 import re
@@ -98,39 +101,115 @@ def profile_file(configfiles: list[Path], overrides: dict[str, Any], config: dic
 
 PACKAGE = Path(__file__).resolve().parent
 
-# step (a rule, or rules sharing code) -> files or folders under src/mrsr that it runs.
-STEP_SOURCES: dict[str, tuple[str, ...]] = {
-    "ingest": ("data/ingest.py", "data/dicom.py", "data/dicom_header.py", "data/dicom_pixels.py", "data/store.py",
-               "data/tcia.py", "limits.py"),
-    "split": ("data/split.py",),
-    "patches": ("data/patches.py", "data/resize.py", "data/split.py"),
-    "train": ("train.py", "fastpath.py", "machine.py", "models", "data/resize.py"),
-    "evaluate": ("evaluate.py", "metrics.py", "inference.py", "machine.py", "models", "data/resize.py",
-                 "data/split.py"),
-    "timing": ("timing.py", "inference.py", "machine.py", "table3.py", "models", "data/resize.py", "data/split.py"),
-    "report": ("report.py", "paper.py", "templates"),
-}
+# Modules left out of every command's code set, so editing them reruns nothing: none can change what
+# a command writes. ``mrsr`` (the package's __init__: the version string, which no output records),
+# mrsr.cli (finds the command's module and calls it) and mrsr.errors (exception classes and argparse
+# checks of paths: they decide whether a command runs, never what it writes). mrsr.io is not here:
+# its write_json and write_csv decide the bytes of the outputs.
+PLUMBING = frozenset({"mrsr", "mrsr.cli", "mrsr.errors"})
+
+# Files other than Python modules that a module reads when it runs (a folder: every file in it),
+# relative to the module's package folder. The config schema (config.schema.yaml) is not one: the
+# defaults it fills in reach each job through the config sections its rule lists as params, and
+# dvc.yaml's stages depend on it by name (tests/test_workflow_support.py checks that every other
+# file of the package is here).
+PACKAGE_DATA: dict[str, tuple[str, ...]] = {"mrsr.report": ("templates",)}
 
 
-def _files(relative: str) -> list[Path]:
-    path = PACKAGE / relative
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    return [path]
+def _module_file(module: str) -> Path | None:
+    """The source file of ``module`` (``mrsr.data.split``) under :data:`PACKAGE`; None if not a module."""
+    folder = PACKAGE.joinpath(*module.split(".")[1:])
+    for candidate in (folder / "__init__.py", folder.with_name(folder.name + ".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _with_parents(module: str) -> set[str]:
+    """``module`` and the packages above it (importing mrsr.data.split runs mrsr/data/__init__.py too)."""
+    parts = module.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
 
 
 @lru_cache(maxsize=None)
-def source_digest(step: str) -> str:
-    """12 hex digits of SHA-256 over the names and bytes of the files ``step`` runs.
+def imported_modules(module: str) -> frozenset[str]:
+    """The modules of the package that ``module``'s source imports, anywhere in it.
+
+    Read from the source with :mod:`ast`, not by importing it: ``import mrsr.x``, ``from mrsr.x
+    import y`` (with ``mrsr.x.y`` when that is a module) and ``from mrsr import x``, at module level
+    or inside functions (a deferred import runs when the function does), with the packages above
+    each. Relative imports are not followed: the package has none (tests/test_workflow_support.py
+    compares the result with what importing loads).
+
+    Args:
+        module: a module of the package, e.g. ``mrsr.evaluate``.
+    """
+    path = _module_file(module)
+    if path is None:
+        raise KeyError(f"{module}: no such module in {PACKAGE}")
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.split(".")[0] == "mrsr")
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "mrsr":
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names
+                         if _module_file(f"{node.module}.{alias.name}") is not None)
+    return frozenset(m for name in found for m in _with_parents(name))
+
+
+@lru_cache(maxsize=None)
+def import_closure(module: str) -> frozenset[str]:
+    """``module``, its packages, and every package module they import, transitively.
+
+    Args:
+        module: a module of the package, e.g. ``mrsr.evaluate``.
+    """
+    seen: set[str] = set()
+    todo = list(_with_parents(module))
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(imported_modules(name))
+    return frozenset(seen)
+
+
+@lru_cache(maxsize=None)
+def command_sources(command: str) -> tuple[str, ...]:
+    """The files under src/mrsr whose change can change what ``mrsr <command>`` writes, relative to
+    the package folder and sorted: the import closure of the command's module (mrsr.cli.COMMANDS)
+    less :data:`PLUMBING`, and the :data:`PACKAGE_DATA` of its modules.
+
+    Args:
+        command: a command of mrsr.cli.COMMANDS, e.g. ``evaluate``.
 
     Raises:
-        KeyError: ``step`` is not in STEP_SOURCES.
+        KeyError: ``command`` is not an mrsr command.
+    """
+    from mrsr.cli import COMMANDS
+
+    files: set[Path] = set()
+    for module in import_closure(COMMANDS[command][0]) - PLUMBING:
+        path = _module_file(module)
+        files.add(path)
+        for relative in PACKAGE_DATA.get(module, ()):
+            data = path.parent / relative
+            files.update(p for p in data.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return tuple(sorted(p.relative_to(PACKAGE).as_posix() for p in files))
+
+
+@lru_cache(maxsize=None)
+def source_digest(command: str) -> str:
+    """12 hex digits of SHA-256 over the names and bytes of :func:`command_sources` of ``command``.
+
+    Raises:
+        KeyError: ``command`` is not an mrsr command.
     """
     digest = hashlib.sha256()
-    for relative in STEP_SOURCES[step]:
-        for path in _files(relative):
-            digest.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0")
-            digest.update(path.read_bytes())
+    for relative in command_sources(command):
+        digest.update(relative.encode() + b"\0")
+        digest.update((PACKAGE / relative).read_bytes())
     return digest.hexdigest()[:12]
 
 

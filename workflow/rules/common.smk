@@ -74,10 +74,10 @@ CONFIG_TEXT = yaml.safe_dump(config, sort_keys=True)
 shell.prefix(f"export MRSR_CONFIG_SHA256={file_sha256(PROFILE_FILE)}; ")
 
 
-def code(step):
-    """Digest of the package source a step runs (a params entry: changed code reruns the step's jobs,
-    as dvc.yaml's deps on the same files make `dvc repro` do)."""
-    return source_digest(step)
+def code(command):
+    """Digest of the package source `mrsr <command>` runs (a params entry: changed code reruns the jobs
+    of the rules running that command, as dvc.yaml's deps on the same files make `dvc repro` do)."""
+    return source_digest(command)
 
 
 def whole_machine():

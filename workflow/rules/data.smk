@@ -20,7 +20,7 @@ rule download_tcia:
                if config["data"]["tcia"]["series_descriptions"] else [])
         ),
         workers=config["data"]["tcia"]["workers"],
-        code=code("ingest"),
+        code=code("download"),
     log:
         "logs/download_tcia.log",
     benchmark:

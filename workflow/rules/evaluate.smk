@@ -72,7 +72,7 @@ rule summarize:
         summary=report(f"{RESULTS}/metrics/summary.csv", category="Tables", caption="../report/summary.rst"),
         headline=f"{RESULTS}/metrics/headline.json",
     params:
-        code=code("evaluate"),
+        code=code("summarize"),
     log:
         f"{LOGS}/summarize.log",
     benchmark:

@@ -26,7 +26,8 @@ INIT_SCHEMES = ("default", "he", "gaussian", "zero", "bicubic")
 #: (SRCNN's 5x5, FSRCNN's deconvolution, ESPCN's sub-pixel convolution, de-CNN's and FSCWN's last
 #: convolution, the proposed net's feature deconvolution); ``upsample`` a learned interpolation of the
 #: LR image (de-CNN's deconvolution, the proposed net's image deconvolution); ``fusion`` the proposed
-#: net's branch weights w_i.
+#: net's branch weights w_i. The schema's ``train.param_groups`` and ``train.init`` name the same
+#: (tests/test_config.py checks them against this tuple).
 GROUP_NAMES = ("body", "last", "upsample", "fusion")
 
 # GPU sharing (README, "GPU machines"): `snakemake --resources gpu_slots=8` runs training jobs
@@ -57,15 +58,14 @@ class SuperResolver(nn.Module, abc.ABC):
         ValueError: a scale or strategy the class does not support.
     """
 
-    #: whether the model has trainable parameters (bicubic has none).
-    trainable: bool = True
     #: the scales the model is defined for (the config and the constructor refuse others).
     scales: tuple[int, ...] = (2, 3, 4)
     #: the strategies of Table 1 it has; ``(None,)`` for models without strategies.
     strategies: tuple[str | None, ...] = (None,)
-    #: the names :meth:`param_groups` returns, the same for every option and strategy (a group may be
-    #: empty, e.g. ``fusion`` of proposed/single); ``train.param_groups`` and ``train.init`` may name
-    #: them (checked by :mod:`mrsr.config`).
+    #: the names :meth:`param_groups` returns (among :data:`GROUP_NAMES`), the same for every option and
+    #: strategy (a group may be empty, e.g. ``fusion`` of proposed/single); ``train.param_groups`` and
+    #: ``train.init`` may name them (checked by :mod:`mrsr.config`). Empty: no learned parameters, so
+    #: no training job (:func:`mrsr.config.trainable`).
     groups: tuple[str, ...] = ("body",)
     #: its share of one GPU when training jobs share a card (Snakemake resource ``gpu_slots`` of rule
     #: ``train``; a card has :data:`GPU_SLOTS_PER_CARD`): :data:`LIGHT` or :data:`HEAVY`.

@@ -16,7 +16,6 @@ class Bicubic(SuperResolver):
         strategy: ``None`` (bicubic has no strategies and no options).
     """
 
-    trainable = False
     groups = ()
 
     def layer_groups(self) -> dict:
