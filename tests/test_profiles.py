@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from mrsr.config import load_config
-from test_workflow import SNAKEMAKE, copy_workflow, run
+from workflow_fixtures import SNAKEMAKE, copy_workflow, run
 
 DVC = [sys.executable, "-m", "dvc"]
 

@@ -34,7 +34,7 @@ import pytest
 import yaml
 from safetensors.numpy import load_file
 
-from test_workflow import SNAKEMAKE, copy_workflow
+from workflow_fixtures import SNAKEMAKE, copy_workflow
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

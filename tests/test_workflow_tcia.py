@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from nbia_server import NbiaServer, series_from_manifest
-from test_workflow import SNAKEMAKE, copy_workflow, run
+from workflow_fixtures import SNAKEMAKE, copy_workflow, run
 
 
 @pytest.mark.slow
