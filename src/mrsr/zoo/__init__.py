@@ -403,8 +403,11 @@ def table(folder: Path | None = None) -> str:
         lines.append(f"{name:<14} {'x' + str(e['scale']):>5} {e['parameters']:>8,} {e['test']['psnr']:>9.2f} "
                      f"{e['test']['gain_db']:>+7.2f} {e['cpu']['ms_per_slice']:>7.1f}  "
                      f"{'yes (x' + str(e['scale']) + ')' if name in best else ''}".rstrip())
+    busy = max((e["cpu"]["other_load_cores"] or 0.0) for e in manifest["models"].values())
     lines.append(f"Test PSNR and gain over bicubic on the sample's test split; CPU ms per {BENCH_SIZE}x{BENCH_SIZE} "
-                 f"output slice (fp32) on {'; '.join(cpus)}. `mrsr upscale --scale N` without --model runs the default.")
+                 f"output slice (fp32) on {'; '.join(cpus)}"
+                 + (f", measured while other processes kept up to {busy:.1f} cores busy (slower than idle)" if busy >= 0.5
+                    else "") + ". `mrsr upscale --scale N` without --model runs the default.")
     return "\n".join(lines)
 
 
