@@ -501,6 +501,8 @@ def evaluation_csvs(weights: Path) -> tuple[Path, Path]:
         raise ZooError(f"--add {weights}: not under models/; give --per-image and --bicubic")
     i = len(parts) - 1 - parts[::-1].index("models")
     root, rest = Path(*parts[:i]), parts[i + 1:]
+    if len(rest) < 3:  # PROFILE/seedK/JOB.safetensors at least
+        raise ZooError(f"--add {weights}: not models/PROFILE/seedK/JOB.safetensors; give --per-image and --bicubic")
     profile, *split, _seed, _file = rest
     job = Job.from_name(weights.stem)
     per_image = root / "results" / profile / "metrics" / "per_image" / Path(*split, _seed, f"{job.name}.csv")
