@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dvc-commit": ("mrsr.dvcsync", "record the workflow's outputs in dvc.lock"),
     "dvc-restore": ("mrsr.dvcsync", "restore DVC-tracked outputs (checkout or --pull) and mark them up to date for Snakemake"),
     "upscale": ("mrsr.upscale", "super-resolve your own DICOM or NIfTI"),
+    "models": ("mrsr.zoo", "list, verify and add the networks shipped with mrsr"),
     "benchmark": ("mrsr.benchmark", "CPU inference time of one model (JSON with the matmul roofline)"),
     "timing": ("mrsr.timing", "Table 3: CPU time of every evaluated method and scale on test slices"),
 }

@@ -3,6 +3,8 @@
 Usage::
 
     mrsr upscale --model models/quick/seed0/proposed_multi_x2.safetensors --out sr/ scan.nii.gz dicom_folder/ IM0001.dcm
+    mrsr upscale --model fsrcnn-x2 --out sr/ scan.nii.gz      # a network shipped with mrsr (mrsr models)
+    mrsr upscale --scale 3 --out sr/ scan.nii.gz              # the default shipped network at x3
 
 Each INPUT is a DICOM file, a folder of DICOM series (any layout, grouped by SeriesInstanceUID) or
 a NIfTI volume (.nii/.nii.gz, super-resolved in-plane, slice by slice along the third axis). The
@@ -29,7 +31,8 @@ Outputs appear complete or not at all: files are renamed into place once written
 folder once all its files are in, and the next run removes what a killed run left half-written.
 An output that exists already (an earlier run's) is not replaced unless ``--overwrite`` is given. Skipped inputs are reported by name and reason; the others are still written.
 Weights load only through :func:`mrsr.weights.load_model` (safetensors plus a JSON sidecar); pickles
-(.pt/.pth/...) are refused because loading them can run arbitrary code.
+(.pt/.pth/...) are refused because loading them can run arbitrary code. A shipped network is loaded
+only after its files pass their SHA-256 check (:func:`mrsr.zoo.resolve_model`).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from mrsr.io import clean_stale_temporaries
 from mrsr.limits import add_limit_arguments, limits_from_args
 from mrsr.machine import thread_count, use_threads
 from mrsr.weights import WeightsError, load_model
+from mrsr.zoo import resolve_model
 
 EXIT_SKIPPED = 2
 
@@ -69,11 +73,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Intensities are divided by each series' maximum for the model and restored afterwards.")
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
                         help="DICOM file, folder of DICOM series, or NIfTI (.nii/.nii.gz)")
-    parser.add_argument("--model", required=True, type=Path,
-                        help="weights (.safetensors with its .json sidecar); pickles are refused")
+    parser.add_argument("--model", default=None,
+                        help="weights (.safetensors with its .json sidecar; pickles are refused) or the name of a "
+                             "shipped network (mrsr models lists them); default: the shipped default of --scale")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--scale", type=int, default=None,
-                        help="expected scale; refused if the model was trained for another (default: the model's)")
+                        help="expected scale; refused if the model was trained for another (default: the model's); "
+                             "without --model, the default shipped network of this scale runs")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
                         help="cpu (default), cuda, or auto (cuda when available)")
     parser.add_argument("--bf16", action="store_true",
@@ -89,6 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.model = resolve_model(args.model, args.scale)  # a ZooError (unknown name, bad checksum) exits 2
     try:
         model, meta = load_model(args.model)
     except WeightsError as exc:
