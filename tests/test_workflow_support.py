@@ -162,9 +162,9 @@ def test_command_sources_follow_imports_and_leave_out_plumbing():
 
 def test_every_package_file_is_a_module_or_declared_data(root):
     """A data file a module reads must be in PACKAGE_DATA, or editing it would rerun nothing."""
-    from mrsr.workflow_support import PACKAGE, PACKAGE_DATA
+    from mrsr.workflow_support import PACKAGE, PACKAGE_DATA, _module_file
 
-    declared = {(PACKAGE.joinpath(*module.split(".")[1:-1]) / relative) for module, folders in PACKAGE_DATA.items()
+    declared = {(_module_file(module).parent / relative).resolve() for module, folders in PACKAGE_DATA.items()
                 for relative in folders}
     for path in PACKAGE.rglob("*"):
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".py":
