@@ -158,8 +158,14 @@ def test_table1_has_bicubic_the_markers_and_each_initialisation(full, default_co
     config["experiments"][1]["train"] = {"steps_per_epoch": 30}
     assert table1_differences(table1_rows(summary, config)) == {"init": True, "schedule": True}
     assert "<th class=\"l\">Budget</th>" in render(config, inputs, curves={})
-    # The paper's protocol: He everywhere, the same budget; a marker without the budget.
+    # The paper profile (issue #19): the bicubic/zero start for all three strategies and one budget, so
+    # only the start differs (single has no image path); with He everywhere nothing differs.
     paper = yaml.safe_load((root / "config/paper.yaml").read_text())
+    assert [strategy_init(paper, s) for s in ("single", "double", "multi")] == [
+        "He; feature deconv. zero: starts as a blank image"] + 2 * [
+        "He; LR-image deconv. bicubic, feature deconv. zero: starts as bicubic"]
+    assert table1_differences(table1_rows(summary, paper)) == {"init": True, "schedule": False}
+    paper["model"]["proposed"].update(image_deconv_init="he", feature_deconv_init="he")
     assert {strategy_init(paper, s) for s in ("single", "double", "multi")} == {"He (as the paper)"}
     rows = table1_rows(summary, paper)
     assert table1_differences(rows) == {"init": False, "schedule": False}
