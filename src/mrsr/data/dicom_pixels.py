@@ -133,11 +133,13 @@ def to_stored_values(values: np.ndarray, info: PixelInfo, frame: int) -> np.ndar
     if info.float_data:
         raise ValueError("float pixel data has no stored integer values")
     slope, intercept = info.rescale[frame]
-    stored = (values.astype(np.float64) - intercept) / slope
+    # Rounded before the inversion, so a MONOCHROME1 value is exactly lo + hi minus what its
+    # MONOCHROME2 twin stores (rounding after it sends ties at .5 the other way).
+    stored = np.rint((values.astype(np.float64) - intercept) / slope)
     lo, hi = stored_range(info)
     if info.invert:
         stored = (lo + hi) - stored
-    return np.clip(np.rint(stored), lo, hi).astype(stored_dtype(info))
+    return np.clip(stored, lo, hi).astype(stored_dtype(info))
 
 
 # ----------------------------------------------------------------------------------------------
