@@ -386,8 +386,9 @@ def ship(weights: Path, per_image: Path, bicubic: Path, *, name: str | None = No
 def retrain_command(sidecar: dict[str, Any]) -> str:
     """The Snakemake command that retrains a shipped network (its profile, seed and job)."""
     config = "config.yaml" if sidecar["profile"] == "quick" else f"config/{sidecar['profile']}.yaml"
-    return (f"snakemake --cores 2 --configfile {config} "
-            f"models/{sidecar['profile']}/seed{sidecar['seed']}/{sidecar['job']}.safetensors")
+    # The target before --configfile: snakemake's --configfile takes every value that follows it.
+    return (f"snakemake --cores 2 models/{sidecar['profile']}/seed{sidecar['seed']}/{sidecar['job']}.safetensors "
+            f"--configfile {config}")
 
 
 def table(folder: Path | None = None) -> str:
