@@ -161,14 +161,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "object with 'error' under --json) and the others still run; exit status 1")
 
 
+def _override_train(config: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``train.<key>`` for every job: a command-line choice beats every per-experiment setting."""
+    config["train"][key] = value
+    for exp in config["experiments"]:
+        (exp.get("train") or {}).pop(key, None)
+
+
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     for key in ("device", "amp", "compile", "channels_last", "deterministic"):
         value = getattr(args, key)
         if value:
-            config["train"][key] = {"on": True, "off": False}[value] if key == "deterministic" else value
-            for exp in config["experiments"]:  # a command-line choice beats every per-job setting
-                (exp.get("train") or {}).pop(key, None)
+            _override_train(config, key, {"on": True, "off": False}[value] if key == "deterministic" else value)
     jobs = [
         job for job in training_jobs(config)
         if (args.model is None or job.model == args.model) and (args.scale is None or job.scale == args.scale)
@@ -186,9 +191,7 @@ def run(args: argparse.Namespace) -> int:
     for job, amp in ((job, amp) for job in jobs for amp in precisions):
         try:
             if amp:
-                for section in [config["train"], *(exp.get("train") or {} for exp in config["experiments"])]:
-                    section.pop("amp", None)
-                config["train"]["amp"] = amp
+                _override_train(config, "amp", amp)
             result = benchmark_job(job, config, args.steps, args.warmup, args.batch_size, args.epoch_patches,
                                    args.not_before)
         except Exception as exc:
