@@ -1,7 +1,7 @@
 """The GPU check of issue #12: every figure the CPU cannot give, in one time-bounded run.
 
-Run it through ``benchmarks/gpu_check.sh`` (which installs the offline wheels first); README.md,
-"GPU machines", says how. It writes ``gpu_check.json`` (rewritten after every part, so a killed run
+Run it through ``benchmarks/gpu_check.sh`` (which installs the offline wheels first);
+docs/gpu.md says how. It writes ``gpu_check.json`` (rewritten after every part, so a killed run
 keeps what it measured) and ``gpu_check.log`` (every command with its output) to ``--out``.
 
 Parts, in order of priority (each bounded by its own budget and by the whole run's ``--budget-s``;

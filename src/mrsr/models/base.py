@@ -30,7 +30,7 @@ INIT_SCHEMES = ("default", "he", "gaussian", "zero", "bicubic")
 #: (tests/test_config.py checks them against this tuple).
 GROUP_NAMES = ("body", "last", "upsample", "fusion")
 
-# GPU sharing (README, "GPU machines"): `snakemake --resources gpu_slots=8` runs training jobs
+# GPU sharing (docs/gpu.md): `snakemake --resources gpu_slots=8` runs training jobs
 # side by side on one card while their slots sum to at most 8. The weights follow the cost per patch
 # (docs/models.md): the proposed net, de-CNN and FSCWN need about 100 times the FLOPs of SRCNN, FSRCNN
 # and ESPCN. On an H100 the proposed net at batch 128 reaches 13% of the bf16 peak even with CUDA
