@@ -19,11 +19,8 @@ import base64
 import inspect
 import io
 import json
-import os
-import platform
 import math
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +40,12 @@ from mrsr.config import (Job, border_pixels, job_seeds, job_train_settings, leak
 from mrsr.errors import existing_file, output_file  # noqa: E402
 from mrsr.evaluate import summarize  # noqa: E402
 from mrsr.io import write_bytes, write_text  # noqa: E402
-from mrsr.machine import cpu_model  # noqa: E402
 from mrsr.recipes import COLUMNS as RECIPE_COLUMNS  # noqa: E402
 from mrsr.recipes import recipe_rows  # noqa: E402
 from mrsr.metrics import RECIPE, crop_border, psnr, ssim  # noqa: E402
 from mrsr.models.proposed import MultiResolutionSR  # noqa: E402
+from mrsr.provenance import git_revision, hardware, versions  # noqa: E402
 from mrsr.table3 import bf16_rows, size_labels, table3_rows  # noqa: E402
-from mrsr.weights import git_revision  # noqa: E402
-
-LIBRARIES = ["torch", "numpy", "scikit-image", "pandas", "pydicom", "snakemake", "dvc", "jinja2", "safetensors", "nibabel"]
 
 
 def png_bytes_uri(png: bytes) -> str:
@@ -476,22 +470,6 @@ def distributions(per_image: dict[str, pd.DataFrame]) -> str | None:
         ax.set_ylabel(label)
     fig.tight_layout()
     return png_data_uri(fig)
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for lib in LIBRARIES:
-        try:
-            out[lib] = metadata.version(lib)
-        except metadata.PackageNotFoundError:
-            out[lib] = "not installed"
-    return out
-
-
-def hardware() -> dict[str, str]:
-    """The machine the report was built on: CPU model (:func:`mrsr.machine.cpu_model`), cores, platform."""
-    return {"cpu": cpu_model(), "cores": str(os.cpu_count()), "machine": platform.machine(),
-            "system": platform.platform()}
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,8 @@ from mrsr.machine import datasheet_peak_tflops, flops_per_sample, mfu, synchroni
 from mrsr.metrics import crop_border, psnr
 from mrsr.models import SuperResolver, build_model
 from mrsr.models.base import HEAVY
-from mrsr.weights import git_revision, save_weights
+from mrsr.provenance import git_revision
+from mrsr.weights import save_weights
 
 
 # seconds = steps_s + val_s + checkpoint_s + the epoch's set-up; steps_s of the first epoch includes

@@ -11,7 +11,6 @@ a pickle runs arbitrary code.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -38,20 +37,6 @@ class WeightsMismatchError(WeightsError):
 
 def sidecar_path(weights: str | Path) -> Path:
     return Path(weights).with_suffix(".json")
-
-
-def git_revision(cwd: str | Path | None = None) -> str:
-    """The current git commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True
-        ).stdout.strip()
-        return rev + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def save_weights(path: str | Path, model: SuperResolver, meta: dict[str, Any]) -> None:
