@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from mrsr.machine import flops_per_sample, peak_tflops
+from mrsr.flops import flops_per_sample, peak_tflops
 from mrsr.cli import main
 from mrsr.config import Job
 

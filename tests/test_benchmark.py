@@ -14,7 +14,7 @@ import torch
 import yaml
 from torch import nn
 
-from mrsr import cli, inference, machine
+from mrsr import cli, flops, inference, machine
 from mrsr.models import build_model
 from mrsr.report import render
 from mrsr.table3 import bf16_rows, table3_rows
@@ -69,10 +69,10 @@ def test_roofline_is_measured():
 def test_flop_count_of_a_small_conv_net_by_hand():
     net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 5, padding=2))
     # 2 FLOPs per multiply-add: per output pixel 1*4*3*3 and 4*2*5*5 multiply-adds, 10 x 12 pixels.
-    assert machine.count_flops(net, torch.rand(1, 1, 10, 12)) == 2 * (1 * 4 * 9 + 4 * 2 * 25) * 10 * 12
+    assert flops.count_flops(net, torch.rand(1, 1, 10, 12)) == 2 * (1 * 4 * 9 + 4 * 2 * 25) * 10 * 12
     deconv = nn.ConvTranspose2d(4, 1, 9, stride=2, padding=4, output_padding=1)
     # A transposed convolution: every input pixel scatters 4 x 1 x 9 x 9 multiply-adds.
-    assert machine.count_flops(deconv, torch.rand(1, 4, 8, 8)) == 2 * 4 * 81 * 8 * 8
+    assert flops.count_flops(deconv, torch.rand(1, 4, 8, 8)) == 2 * 4 * 81 * 8 * 8
 
 
 @pytest.mark.parametrize("strategy", ["multi", "single", "double"])

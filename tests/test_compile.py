@@ -21,7 +21,7 @@ from mrsr.cli import main
 from mrsr.config import Job, load_config, model_options, training_jobs
 from mrsr.data.resize import torch_upscale, upscale
 from mrsr.fastpath import GPU_SYNC_INTERVAL, DeviceError, FastPath, pick_device
-from mrsr.machine import mfu
+from mrsr.flops import mfu
 from mrsr.models import GPU_SLOTS_PER_CARD, MODEL_REGISTRY, build_model, gpu_slots
 from mrsr.train import HISTORY_COLUMNS, make_train_step, train
 from mrsr.weights import save_weights

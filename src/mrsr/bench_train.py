@@ -5,9 +5,9 @@ Runs the real training step (:func:`mrsr.train.make_train_step`, so the GPU fast
 paper size, resident on the device as in training, and reports:
 
 - ``samples_per_s``: patches per second over the timed steps (after warm-up and compilation);
-- ``flops_per_sample``: forward + backward FLOPs per patch (:func:`mrsr.machine.flops_per_sample`:
+- ``flops_per_sample``: forward + backward FLOPs per patch (:func:`mrsr.flops.flops_per_sample`:
   :class:`torch.utils.flop_counter.FlopCounterMode`, convolutions and matrix products, 2 per MAC);
-- ``mfu``: achieved FLOP/s over the device's peak (:func:`mrsr.machine.mfu`, the formula ``mrsr train``
+- ``mfu``: achieved FLOP/s over the device's peak (:func:`mrsr.flops.mfu`, the formula ``mrsr train``
   uses): the datasheet's dense bf16 peak for known GPUs (``peak_source: datasheet``), else the
   matmul roofline measured in the same run, in the precision training runs in (``peak_source:
   measured``; :func:`mrsr.machine.matmul_roofline`, the roofline of Table 3's ratio, so on a CPU the
@@ -32,7 +32,8 @@ from mrsr.config import Job, job_train_settings, load_config, model_options, tra
 from mrsr.data.patches import hr_patch_size
 from mrsr.errors import UsageError
 from mrsr.fastpath import FastPath, cpu_has_bf16, pick_device
-from mrsr.machine import device_name, flops_per_sample, mfu, peak_tflops, synchronize
+from mrsr.flops import flops_per_sample, mfu, peak_tflops
+from mrsr.machine import device_name, synchronize
 from mrsr.models import MODEL_REGISTRY, build_model
 from mrsr.models.base import HEAVY
 from mrsr.train import TrainConfig, make_optimizer, make_train_step

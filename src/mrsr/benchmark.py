@@ -19,8 +19,9 @@ import torch
 from mrsr.config import load_config, model_options
 from mrsr.data.patches import degrade
 from mrsr.errors import existing_file
+from mrsr.flops import FLOP_METHOD, count_flops
 from mrsr.inference import DTYPES, load_for_inference, prepare, super_resolve, to_input
-from mrsr.machine import FLOP_METHOD, RooflineOfRun, count_flops, cpu_info, thread_count, use_threads
+from mrsr.machine import RooflineOfRun, cpu_info, thread_count, use_threads
 from mrsr.models import MODEL_REGISTRY
 from mrsr.timing import bf16_psnr, measure, phantom
 

@@ -48,6 +48,7 @@ from typing import Any, Protocol
 
 import torch
 
+from mrsr import machine
 from mrsr.errors import UsageError
 
 COMPILE_MODES = {"on": "default", "cudagraphs": "reduce-overhead", "off": None}
@@ -90,9 +91,7 @@ class FastPathSettings(Protocol):
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU has bfloat16 arithmetic in hardware (:data:`mrsr.machine.BF16_FLAGS`)."""
-    from mrsr.machine import cpu_info  # deferred: machine builds models to count FLOPs
-
-    return bool(cpu_info()["bf16_native"])
+    return bool(machine.cpu_info()["bf16_native"])
 
 
 def fused_optimizers_supported(device: torch.device) -> bool:

@@ -43,9 +43,9 @@ from mrsr.data.split import add_store_and_split_arguments, read_split
 from mrsr.data.testset import select_test_rows, test_slices
 from mrsr.errors import existing_file, output_file
 from mrsr.inference import prepare, to_input
+from mrsr.flops import FLOP_METHOD, count_flops
 from mrsr.io import write_csv, write_json
-from mrsr.machine import (FLOP_METHOD, OtherLoad, RooflineOfRun, count_flops, cpu_info, thread_count,
-                          use_threads)
+from mrsr.machine import OtherLoad, RooflineOfRun, cpu_info, thread_count, use_threads
 from mrsr.models import SuperResolver, build_model
 from mrsr.weights import load_model
 
@@ -110,7 +110,7 @@ def measure(model: SuperResolver, hr_slices: list[np.ndarray], scale: int, *, ru
         scale: the model's scale.
         runs: timed passes (cycling over the slices); ``warmup``: untimed passes per input shape first.
         dtype: ``fp32`` or ``bf16``, the model's.
-        flops: FLOPs of one pass (:func:`mrsr.machine.count_flops`), for ``gflops``; None leaves it out.
+        flops: FLOPs of one pass (:func:`mrsr.flops.count_flops`), for ``gflops``; None leaves it out.
 
     Returns:
         (timing figures of :func:`spread` plus ``gflop_per_slice`` and achieved ``gflops``,

@@ -53,8 +53,9 @@ from tqdm import tqdm
 from mrsr.config import ConfigError, Job, border_pixels, job_train_settings, load_config, model_options
 from mrsr.errors import UsageError, arg_type, existing_file, output_file
 from mrsr.fastpath import FastPath, pick_device
+from mrsr.flops import datasheet_peak_tflops, flops_per_sample, mfu
 from mrsr.io import atomic_path, clean_stale_temporaries, write_csv
-from mrsr.machine import datasheet_peak_tflops, flops_per_sample, mfu, synchronize
+from mrsr.machine import synchronize
 from mrsr.metrics import crop_border, psnr
 from mrsr.models import SuperResolver, build_model
 from mrsr.models.base import HEAVY

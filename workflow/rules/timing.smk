@@ -1,6 +1,7 @@
 # Table 3: CPU inference time of every evaluated method and scale on test slices, in one process
 # (one roofline, one thread count). Code: src/mrsr/timing.py (the measurement), src/mrsr/inference.py
-# (the inference path evaluate and upscale run), src/mrsr/machine.py (roofline, FLOPs, CPU).
+# (the inference path evaluate and upscale run), src/mrsr/machine.py (roofline, CPU), src/mrsr/flops.py
+# (FLOPs).
 
 
 rule timing:

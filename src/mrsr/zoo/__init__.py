@@ -274,7 +274,8 @@ def cpu_time(weights: Path, threads: int = 0, runs: int = 20, warmup: int = 2) -
 
     from mrsr.data.patches import degrade
     from mrsr.inference import prepare, to_input
-    from mrsr.machine import OtherLoad, count_flops, cpu_info, use_threads
+    from mrsr.flops import count_flops
+    from mrsr.machine import OtherLoad, cpu_info, use_threads
     from mrsr.timing import measure, phantom
     from mrsr.weights import load_model
 
