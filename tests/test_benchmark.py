@@ -17,7 +17,7 @@ from torch import nn
 from mrsr import cli, flops, inference, machine
 from mrsr.models import build_model
 from mrsr.report import render
-from mrsr.table3 import bf16_rows, table3_rows
+from mrsr.report.table3 import bf16_rows, table3_rows
 from mrsr.timing import bf16_psnr, fit, measure, phantom, slices_by_size, time_method
 from report_fixtures import build_results, report_config, timing_frame
 

@@ -201,13 +201,13 @@ def test_dvc_plots_render_offline_in_chromium(finished_run, tmp_path):
 @pytest.mark.slow
 def test_a_code_change_reruns_exactly_the_rules_whose_command_imports_it(finished_run, monkeypatch):
     """Snakemake's own plan after editing one module: the rules whose `mrsr` command's import closure
-    holds it (table3.py: the report alone, not timing; metrics.py: training and everything evaluating)."""
+    holds it (report/table3.py: the report alone, not timing; metrics.py: training and everything evaluating)."""
     from mrsr.workflow_support import command_sources
     from workflow_fixtures import RULE_COMMAND
 
     work = finished_run
     monkeypatch.setenv("PYTHONPATH", str(work / "src"))  # the rules hash the copy's package, edited below
-    for relative in ("table3.py", "metrics.py"):
+    for relative in ("report/table3.py", "metrics.py"):
         path = work / "src/mrsr" / relative
         original = path.read_bytes()
         path.write_bytes(original + b"\n# edited\n")

@@ -1,8 +1,8 @@
-"""mrsr.recipes: the recipe table rows the report prints, from weights sidecars."""
+"""mrsr.report.recipes: the recipe table rows the report prints, from weights sidecars."""
 
 from __future__ import annotations
 
-from mrsr.recipes import COLUMNS, describe, recipe_rows
+from mrsr.report.recipes import COLUMNS, describe, recipe_rows
 from report_fixtures import sidecar
 
 

@@ -16,9 +16,10 @@ import pytest
 import yaml
 
 from mrsr.config import Job, job_train_settings
-from mrsr.report import (below_bicubic, best_baseline, bootstrap_diff, figure3, figure3_panels, leakage_comparison,
-                         paired_comparison, read_summary, render, seed_mean_images, strategy_init, table1_differences,
-                         table1_rows, table2_rows)
+from mrsr.report import render
+from mrsr.report.figures import figure3, figure3_panels
+from mrsr.report.tables import (below_bicubic, best_baseline, bootstrap_diff, leakage_comparison, paired_comparison,
+                                read_summary, seed_mean_images, strategy_init, table1_differences, table1_rows, table2_rows)
 from report_fixtures import GAINS, LEAKAGE_LOSS, SEED_OFFSETS, build_results, full_report_config, report_config
 
 

@@ -151,8 +151,8 @@ def test_command_sources_follow_imports_and_leave_out_plumbing():
 
     assert {"data/patches.py", "metrics.py"} <= set(command_sources("evaluate"))  # degrade makes the LR inputs
     assert {"data/testset.py", "metrics.py"} <= set(command_sources("timing"))
-    assert not {"table3.py", "evaluate.py"} & set(command_sources("timing"))  # the report's table; another command
-    assert {"table3.py", "recipes.py", "paper.py", "templates/report.html.j2"} <= set(command_sources("report"))
+    assert not {"report/table3.py", "evaluate.py"} & set(command_sources("timing"))  # the report's table; another command
+    assert {"report/table3.py", "report/recipes.py", "paper.py", "report/templates/report.html.j2"} <= set(command_sources("report"))
     assert "metrics.py" in command_sources("train")
     assert command_sources("evaluate") == command_sources("summarize")  # one module, two commands
     plumbing = {m.split(".", 1)[-1].replace(".", "/") + ".py" for m in PLUMBING - {"mrsr"}} | {"__init__.py"}

@@ -113,8 +113,9 @@ PLUMBING = frozenset({"mrsr", "mrsr.cli", "mrsr.errors"})
 # defaults it fills in reach each job through the config sections its rule lists as params, and
 # dvc.yaml's stages depend on it by name (tests/test_workflow_support.py checks that every other
 # file of the package is here).
-# Relative to the folder of the module's file (a package's: its own folder). The shipped networks
-# (mrsr.zoo's weights, sidecars and manifest) are read by mrsr upscale and mrsr models only.
+# Relative to the folder of the module's file (a package's: its own folder). The report's template
+# (mrsr.report, a package: src/mrsr/report/templates) is read by mrsr report only; the shipped networks
+# (mrsr.zoo's weights, sidecars and manifest) by mrsr upscale and mrsr models only.
 PACKAGE_DATA: dict[str, tuple[str, ...]] = {"mrsr.report": ("templates",), "mrsr.zoo": (".",)}
 
 

@@ -1,5 +1,6 @@
-# The HTML report. Code: src/mrsr/report.py, template src/mrsr/templates/report.html.j2.
-# The rule passes every artefact it declares; report.py reads nothing else.
+# The HTML report. Code: src/mrsr/report/ (__init__.py renders; tables.py, table3.py, recipes.py,
+# figures.py), template src/mrsr/report/templates/report.html.j2.
+# The rule passes every artefact it declares; the report reads nothing else.
 
 
 rule report:

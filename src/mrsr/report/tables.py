@@ -1,73 +1,26 @@
-"""``mrsr report``: one self-contained HTML file (Jinja2; images embedded; works offline).
-
-It shows Table 1 (upsampling strategies, with bicubic and each strategy's initialisation and budget),
-Table 2 (PSNR/SSIM per method and scale; for a trained network the mean over its training seeds with
-the spread across them) and Table 3 (CPU time per slice, from ``mrsr timing``, with the bf16 path)
-beside the paper's figures with the differences and the gains over bicubic; a row at or below
-bicubic carries a marker (:func:`below_bicubic`). The section "Series vs patient split"
-(:func:`leakage_comparison`) shows what the paper's split by series is worth against a split by
-patient of the same data. Then a Figure-3-style visual comparison
-(Table 2's methods in its order, PSNR/SSIM per panel, error maps on one colour scale), training
-curves, per-image metric distributions, the dataset and split, rejected files, the metric recipe,
-hardware, versions, git revision and configuration.
+"""The report's tables and their statistics: Table 1 (upsampling strategies, with bicubic, each
+strategy's initialisation and budget), Table 2 (PSNR/SSIM per method and scale, means over training
+seeds with their spread, gains over bicubic with paired bootstrap intervals, Wilcoxon tests against
+the best baseline), the marker of a row at or below bicubic (:func:`below_bicubic`) and the section
+"Series vs patient split" (:func:`leakage_comparison`). Pure functions of the workflow's CSVs and the
+config; :mod:`mrsr.report` renders them.
 """
 
 from __future__ import annotations
 
-import argparse
-import base64
 import inspect
-import io
-import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jinja2
-import matplotlib
+import numpy as np
+import pandas as pd
+import scipy.stats
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import scipy.stats  # noqa: E402
-import yaml  # noqa: E402
-
-from mrsr import paper  # noqa: E402
-from mrsr.config import (Job, border_pixels, job_seeds, job_train_settings, leakage_job, load_config,  # noqa: E402
-                         model_options, training_jobs)
-from mrsr.errors import existing_file, output_file  # noqa: E402
-from mrsr.evaluate import summarize  # noqa: E402
-from mrsr.io import write_bytes, write_text  # noqa: E402
-from mrsr.recipes import COLUMNS as RECIPE_COLUMNS  # noqa: E402
-from mrsr.recipes import recipe_rows  # noqa: E402
-from mrsr.metrics import RECIPE, crop_border, psnr, ssim  # noqa: E402
-from mrsr.models.proposed import MultiResolutionSR  # noqa: E402
-from mrsr.provenance import git_revision, hardware, versions  # noqa: E402
-from mrsr.table3 import bf16_rows, size_labels, table3_rows  # noqa: E402
-
-
-def png_bytes_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def png_data_uri(fig: plt.Figure) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return png_bytes_uri(buf.getvalue())
-
-
-def empty_png(message: str) -> bytes:
-    """A small PNG that says why there is no figure (the workflow's figure outputs always exist)."""
-    fig, ax = plt.subplots(figsize=(4, 1))
-    ax.axis("off")
-    ax.text(0.5, 0.5, message, ha="center", va="center")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return buf.getvalue()
+from mrsr import paper
+from mrsr.config import Job, job_train_settings, leakage_job, model_options
+from mrsr.evaluate import summarize
+from mrsr.models.proposed import MultiResolutionSR
 
 
 def bootstrap_diff(a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -368,218 +321,6 @@ def leakage_comparison(config: dict[str, Any], summary: pd.DataFrame, per_image:
             "beyond_seeds": beyond}
 
 
-def figure3_panels(names: list[str]) -> list[tuple[str, str]]:
-    """Figure 3's method panels: (job name, display name) in Table 2's order and with its names.
-
-    ``names``: example job names of one scale. As in Table 2, "Ours" is the multi-resolution
-    network (the other strategies are left out) and methods Table 2 does not list are left out.
-    """
-    by_method = {}
-    for name in names:
-        job = Job.from_name(name)
-        if job.model != "proposed" or job.strategy == "multi":
-            by_method[job.model] = name
-    return [(by_method[m], paper.DISPLAY_NAMES.get(m, m)) for m in paper.METHOD_ORDER if m in by_method]
-
-
-def _error_scale(errors: list[np.ndarray]) -> float:
-    """One colour scale for every error map: the 99.5th percentile of all errors, two significant digits up."""
-    top = max(float(np.percentile(e, 99.5)) for e in errors) if errors else 0.0
-    top = max(top, 1e-3)
-    step = 10.0 ** (np.floor(np.log10(top)) - 1)
-    return float(np.ceil(top / step) * step)
-
-
-def figure3(examples: dict[str, dict[str, np.ndarray]], border: int = 0) -> str | None:
-    """The same slice and zoomed region: HR first, then every method of Table 2 in its order, with error maps.
-
-    Each method's panel is titled with its PSNR and SSIM on this slice (the metric recipe, ``border``
-    pixels cropped, as in the per-image CSVs); the error maps share one colour scale and a colour bar.
-    """
-    panels = figure3_panels(list(examples))
-    if not panels:
-        return None
-    hr = np.asarray(examples[panels[0][0]]["hr"], np.float64)
-    h, w = hr.shape
-    zoom = (slice(h // 4, h // 4 + h // 3), slice(w // 3, w // 3 + w // 3))
-    images = [np.clip(np.asarray(examples[name]["sr"], np.float64), 0, 1) for name, _ in panels]
-    errors = [np.abs(img - hr)[zoom] for img in images]
-    vmax = _error_scale(errors)
-    # About 1.5 inches a panel: eight panels fill a 1280-pixel page at dpi 110 without shrinking the titles.
-    fig, axes = plt.subplots(3, len(panels) + 1, figsize=(1.5 * (len(panels) + 1), 5.6), layout="constrained")
-    axes = np.asarray(axes).reshape(3, -1)
-    slice_id = examples[panels[0][0]].get("slice_id")
-    columns = [("HR (reference)" + (f"\n{slice_id}" if slice_id is not None else ""), hr, None)]
-    for (name, title), img in zip(panels, images):
-        ref, est = crop_border(hr, border), crop_border(img, border)
-        columns.append((f"{title}\n{psnr(ref, est):.2f} dB / {ssim(ref, est):.4f}", img, np.abs(img - hr)[zoom]))
-    for col, (title, img, err) in enumerate(columns):
-        axes[0, col].imshow(img, cmap="gray", vmin=0, vmax=1)
-        axes[0, col].add_patch(plt.Rectangle((zoom[1].start, zoom[0].start), w // 3, h // 3, fill=False, ec="yellow", lw=1))
-        axes[0, col].set_title(title, fontsize=8)
-        axes[1, col].imshow(img[zoom], cmap="gray", vmin=0, vmax=1)
-        if err is not None:
-            shown = axes[2, col].imshow(err, cmap="inferno", vmin=0, vmax=vmax)
-        for r in range(3):
-            axes[r, col].axis("off")
-    axes[2, 0].text(0.5, 0.5, "|SR - HR|\nof the zoom\n(shared scale)", ha="center", va="center", fontsize=8,
-                    transform=axes[2, 0].transAxes)
-    bar = fig.colorbar(shown, ax=axes[2, 1:].tolist(), location="bottom", shrink=0.6, aspect=40, extend="max")
-    bar.set_label("|SR - HR| (intensities 0-1); titles: PSNR / SSIM of the whole slice", fontsize=8)
-    bar.ax.tick_params(labelsize=7)
-    return png_data_uri(fig)
-
-
-def history_figure(histories: dict[str, pd.DataFrame], column: str, ylabel: str, log: bool = False) -> bytes | None:
-    """PNG of one history column (``loss`` or ``val_psnr``) per epoch for every job, or None without histories.
-
-    Loss (about 1e-3) and PSNR (about 36 dB) get a figure each: on one axis either would be flat.
-    """
-    if not histories:
-        return None
-    fig, ax = plt.subplots(figsize=(7.5, 3.6))
-    # tab20: 18 jobs need more distinct colours than the default cycle's 10.
-    colours = plt.get_cmap("tab20").colors
-    for i, (name, hist) in enumerate(histories.items()):
-        ax.plot(hist["epoch"], hist[column], marker=".", label=name, color=colours[i % len(colours)])
-    ax.set(xlabel="epoch", ylabel=ylabel, yscale="log" if log else "linear")
-    # Beside the plot, not over the curves.
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), ncol=1 if len(histories) <= 12 else 2)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def training_curves(histories: dict[str, pd.DataFrame]) -> dict[str, bytes | None]:
-    """The two training-curve figures as PNG bytes: ``loss`` and ``val_psnr``."""
-    return {"loss": history_figure(histories, "loss", "training loss", log=True),
-            "val_psnr": history_figure(histories, "val_psnr", "validation PSNR (dB)")}
-
-
-def distributions(per_image: dict[str, pd.DataFrame]) -> str | None:
-    if not per_image:
-        return None
-    names = sorted(per_image)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(8, 0.9 * len(names)), 3.8))
-    ax1.boxplot([per_image[n]["psnr"] for n in names], showmeans=True)
-    ax2.boxplot([per_image[n]["ssim"] for n in names], showmeans=True)
-    for ax, label in ((ax1, "PSNR (dB)"), (ax2, "SSIM")):
-        ax.set_xticks(range(1, len(names) + 1), names, rotation=60, fontsize=7, ha="right")
-        ax.set_ylabel(label)
-    fig.tight_layout()
-    return png_data_uri(fig)
-
-
-@dataclass(frozen=True)
-class ReportInputs:
-    """Every artefact the report reads, as the workflow's report rule declares them.
-
-    Evaluations and jobs are named by their file stems (``proposed_multi_x2``), so the report shows
-    exactly what the rule passed and never guesses a path.
-    """
-
-    summary: Path
-    per_image: list[Path]
-    examples: list[Path]
-    histories: list[Path]
-    split: Path
-    ingest: Path
-    rejected: Path
-    timing: Path | None = None
-    machine: Path | None = None
-    # The leakage check (config key ``leakage``): per-image CSVs on the split by patient and its split.json.
-    leakage_per_image: list[Path] = field(default_factory=list)
-    leakage_split: Path | None = None
-    # The weights sidecars of each job's first seed: how each method was trained (its recipe).
-    sidecars: list[Path] = field(default_factory=list)
-
-
 def _stem(path: Path) -> str:
     """``proposed_multi_x2`` for ``.../proposed_multi_x2.csv`` or ``.../proposed_multi_x2.history.csv``."""
     return Path(path).name.split(".")[0]
-
-
-def render(config: dict[str, Any], inputs: ReportInputs, curves: dict[str, bytes | None] | None = None) -> str:
-    """The report's HTML for ``config`` from ``inputs`` (``curves``: training figures already drawn)."""
-    jobs = training_jobs(config)
-    summary = read_summary(inputs.summary)
-    per_image = seed_mean_images(inputs.per_image)  # every seed's files; a slice's metrics averaged over seeds
-    histories = {_stem(p): pd.read_csv(p) for p in inputs.histories}
-    figure_scale = min(config["scales"])  # one scale: every panel shows the same slice and region
-    examples = {_stem(p): p for p in inputs.examples if _stem(p).endswith(f"_x{figure_scale}")}
-    figure_examples = {}
-    for name, _ in figure3_panels(list(examples)):  # what Table 2 shows: Ours is the multi-resolution network
-        with np.load(examples[name]) as data:
-            if "sr" in data.files:
-                figure_examples[name] = {k: data[k] for k in ("hr", "sr")}
-                if "slice_id" in data.files:
-                    figure_examples[name]["slice_id"] = str(data["slice_id"])
-    split = json.loads(Path(inputs.split).read_text())
-    ingest = json.loads(Path(inputs.ingest).read_text())
-    rejected = pd.read_csv(inputs.rejected)
-    # No timing results (a report rendered before the timing rule ran): Table 3 says so.
-    timing = (pd.read_csv(inputs.timing, keep_default_na=False, na_values=[""]) if inputs.timing
-              else pd.DataFrame(columns=["name", "method", "strategy", "scale", "size", "hr_shape", "dtype", "timed_as"]))
-    machine = json.loads(Path(inputs.machine).read_text()) if inputs.machine else None
-    curves = training_curves(histories) if curves is None else curves
-    table1 = table1_rows(summary, config)
-    table2 = table2_rows(summary, per_image, config)
-    leakage_split = json.loads(Path(inputs.leakage_split).read_text()) if inputs.leakage_split else None
-    leakage = leakage_comparison(config, summary, per_image, list(inputs.leakage_per_image), split, leakage_split)
-    seed_lists = {job.name: job_seeds(config, job) for job in jobs}
-    recipes = recipe_rows(json.loads(Path(p).read_text()) for p in inputs.sidecars)
-    env = jinja2.Environment(loader=jinja2.PackageLoader("mrsr", "templates"), autoescape=jinja2.select_autoescape(),
-                             undefined=jinja2.StrictUndefined)
-    return env.get_template("report.html.j2").render(
-        profile=config["profile"], data_source=config["data"]["source"], config_yaml=yaml.safe_dump(config, sort_keys=False),
-        table1=table1, table1_differs=table1_differences(table1), table2=table2_groups(table2),
-        seeds=seeds_note(table1 + table2), leakage=leakage,
-        seed_lists=sorted({tuple(v) for v in seed_lists.values()}),
-        summary_ours=paper.SUMMARY_OURS, figure3=figure3(figure_examples, border_pixels(config, figure_scale)),
-        curves={k: png_bytes_uri(v) for k, v in curves.items() if v},
-        distributions=distributions(per_image),
-        split=split, ingest=ingest, rejected=rejected.to_dict("records"), recipe=RECIPE.strip(),
-        versions=versions(), hardware=hardware(), revision=git_revision(), jobs=[j.name for j in jobs],
-        model_init=proposed_init(config), train=config["train"],
-        table3=table3_rows(timing), table3_sizes=size_labels(timing), bf16=bf16_rows(timing),
-        timing_machine=machine, paper_table3_cpu=paper.TABLE3_CPU, recipes=recipes, recipe_columns=RECIPE_COLUMNS,
-    )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, type=existing_file, help="the run's profile file (YAML)")
-    parser.add_argument("--summary", required=True, type=existing_file, help="summary.csv of mrsr summarize")
-    parser.add_argument("--per-image", required=True, nargs="+", type=existing_file, help="per-image metric CSVs")
-    parser.add_argument("--examples", nargs="*", default=[], type=existing_file, help="example .npz files for Figure 3")
-    parser.add_argument("--histories", nargs="*", default=[], type=existing_file, help="training history CSVs")
-    parser.add_argument("--split-summary", required=True, type=existing_file, help="split.json of mrsr split")
-    parser.add_argument("--ingest", required=True, type=existing_file, help="ingest.json of the slice store")
-    parser.add_argument("--rejected", required=True, type=existing_file, help="rejected.csv of the slice store")
-    parser.add_argument("--timing", type=existing_file, help="table3.csv of mrsr timing (Table 3; optional)")
-    parser.add_argument("--machine", type=existing_file, help="machine.json of mrsr timing (optional)")
-    parser.add_argument("--leakage-per-image", nargs="*", default=[], type=existing_file,
-                        help="per-image CSVs of the leakage check on the split by patient (bicubic and the job's seeds)")
-    parser.add_argument("--leakage-split", type=existing_file, help="split.json of the leakage check's split by patient")
-    parser.add_argument("--sidecars", nargs="*", default=[], type=existing_file,
-                        help="weights sidecars (.json) of each job's first seed: the training-recipe table")
-    parser.add_argument("--loss-plot", type=output_file, help="also write the training-loss figure here (PNG)")
-    parser.add_argument("--psnr-plot", type=output_file, help="also write the validation-PSNR figure here (PNG)")
-    parser.add_argument("--out", required=True, type=output_file, help="the HTML file to write")
-
-
-def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    inputs = ReportInputs(summary=args.summary, per_image=args.per_image, examples=args.examples,
-                          histories=args.histories, split=args.split_summary, ingest=args.ingest,
-                          rejected=args.rejected, timing=args.timing, machine=args.machine,
-                          leakage_per_image=args.leakage_per_image, leakage_split=args.leakage_split,
-                          sidecars=args.sidecars)
-    curves = training_curves({_stem(p): pd.read_csv(p) for p in args.histories})
-    for key, target in (("loss", args.loss_plot), ("val_psnr", args.psnr_plot)):
-        if target is not None:
-            write_bytes(target, curves[key] or empty_png(f"no training histories: no {key} curve"))
-    write_text(args.out, render(config, inputs, curves))
-    print(f"wrote {args.out}")
-    return 0
