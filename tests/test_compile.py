@@ -252,6 +252,7 @@ def test_gpu_slots_weigh_models_by_cost():
         assert 1 <= gpu_slots(name) <= GPU_SLOTS_PER_CARD
     assert min(gpu_slots(m) for m in heavy) > max(gpu_slots(m) for m in MODEL_REGISTRY if m not in heavy)
     assert Job("proposed", "multi", 2).gpu_slots == gpu_slots("proposed")
+    assert all(Job(m, None, 2).heavy == (m in heavy) for m in MODEL_REGISTRY)  # what train and bench pass FastPath
     # One card holds two heavy training jobs at once, or eight light ones.
     assert 2 * gpu_slots("proposed") <= GPU_SLOTS_PER_CARD < 3 * gpu_slots("proposed")
     assert GPU_SLOTS_PER_CARD // gpu_slots("espcn") == 8

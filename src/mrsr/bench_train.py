@@ -35,7 +35,6 @@ from mrsr.fastpath import FastPath, cpu_has_bf16, pick_device
 from mrsr.flops import flops_per_sample, mfu, peak_tflops
 from mrsr.machine import device_name, synchronize
 from mrsr.models import MODEL_REGISTRY, build_model
-from mrsr.models.base import HEAVY
 from mrsr.train import TrainConfig, make_optimizer, make_train_step
 
 PAPER_X2_EPOCH_PATCHES = 175_000  # the size of one paper epoch at x2
@@ -83,7 +82,7 @@ def benchmark_job(job: Job, config: dict[str, Any], steps: int, warmup: int,
     if batch_size:
         cfg.batch_size = batch_size
     device = pick_device(cfg.device)
-    fast = FastPath.resolve(cfg, device, heavy=job.gpu_slots == HEAVY)
+    fast = FastPath.resolve(cfg, device, heavy=job.heavy)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     fast.apply()  # the backend flags training runs with (deterministic algorithms included)

@@ -266,6 +266,15 @@ class Job:
 
         return gpu_slots(self.model)
 
+    @property
+    def heavy(self) -> bool:
+        """Whether it is one of the heavy networks (the proposed net, de-CNN, FSCWN: about 100 times the
+        FLOPs per patch of the light ones), which share a GPU by slots (:data:`mrsr.models.base.HEAVY`
+        of them) and get the CPU fast path (:meth:`mrsr.fastpath.FastPath.resolve`)."""
+        from mrsr.models.base import HEAVY  # deferred: torch import only when needed
+
+        return self.gpu_slots == HEAVY
+
     @classmethod
     def from_name(cls, name: str) -> Job:
         """Parse and check a job name: ``MODEL_xSCALE`` or ``MODEL_STRATEGY_xSCALE``.

@@ -136,7 +136,8 @@ class FastPath:
         Args:
             cfg: the ``train`` settings.
             device: the training device.
-            heavy: the model is one of the heavy nets (:data:`mrsr.models.base.HEAVY` GPU slots).
+            heavy: the model is one of the heavy nets (:attr:`mrsr.config.Job.heavy`:
+                :data:`mrsr.models.base.HEAVY` GPU slots).
         """
         cuda = device.type == "cuda"
         cpu_heavy = device.type == "cpu" and heavy

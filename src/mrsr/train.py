@@ -58,7 +58,6 @@ from mrsr.io import atomic_path, clean_stale_temporaries, write_csv
 from mrsr.machine import synchronize
 from mrsr.metrics import crop_border, psnr
 from mrsr.models import SuperResolver, build_model
-from mrsr.models.base import HEAVY
 from mrsr.provenance import git_revision
 from mrsr.weights import save_weights
 
@@ -446,7 +445,7 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
     t_setup = time.perf_counter()
     cfg = TrainConfig.from_config(job_train_settings(config, job, seed=seed))
     device = pick_device(cfg.device)
-    fast = FastPath.resolve(cfg, device, heavy=job.gpu_slots == HEAVY)
+    fast = FastPath.resolve(cfg, device, heavy=job.heavy)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
