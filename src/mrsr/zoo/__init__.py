@@ -258,8 +258,15 @@ def evaluation_metrics(per_image: Path, bicubic: Path, job: Job, seed: int) -> d
             "gain_db": float(ours["psnr"] - bic["psnr"]), "ssim_gain": float(ours["ssim"] - bic["ssim"]),
             "n_slices": int(ours["n_images"]),
             "test_patients": sorted(set(frames[per_image]["patient_id"].astype(str))),
-            "csv": {"per_image": {"file": str(per_image), "sha256": file_sha256(per_image)},
-                    "bicubic": {"file": str(bicubic), "sha256": file_sha256(bicubic)}}}
+            "csv": {"per_image": {"file": workflow_path(per_image, "results"), "sha256": file_sha256(per_image)},
+                    "bicubic": {"file": workflow_path(bicubic, "results"), "sha256": file_sha256(bicubic)}}}
+
+
+def workflow_path(path: Path, top: str) -> str:
+    """``path`` from its workflow's ``top`` folder on (``results/paper/metrics/...``, ``models/paper/...``):
+    where the file lies in any clone, not on the machine that shipped it."""
+    parts = Path(path).resolve().parts
+    return Path(*parts[len(parts) - 1 - parts[::-1].index(top):]).as_posix() if top in parts else Path(path).name
 
 
 def cpu_time(weights: Path, threads: int = 0, runs: int = 20, warmup: int = 2) -> dict[str, Any]:
@@ -319,7 +326,7 @@ def shipped_sidecar(name: str, meta: dict[str, Any], metrics: dict[str, Any], ma
                      "patches": (meta.get("patches") or {}).get("count"),
                      "final_val_psnr": meta.get("final_val_psnr")},
         "test": {k: v for k, v in metrics.items() if k != "csv"},
-        "source": {"weights": str(weights), "evaluation": metrics["csv"]},
+        "source": {"weights": workflow_path(weights, "models"), "evaluation": metrics["csv"]},
     }
 
 
