@@ -71,3 +71,17 @@ def weights(tmp_path) -> Path:
     from upscale_fixtures import save_tiny_weights  # deferred: torch
 
     return save_tiny_weights(tmp_path / "models" / "proposed_multi_x2.safetensors")
+
+
+# The modules that run whole workflows (minutes each, mostly waiting for subprocesses and SLURM's
+# status checks): started first, so that with one worker per core (pyproject.toml: pytest-xdist,
+# --dist loadscope) the short modules fill the other workers meanwhile and all end together.
+LONGEST_FIRST = ("test_slurm.py", "test_profiles.py", "test_workflow.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each module keeps its own order
