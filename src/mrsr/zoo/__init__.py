@@ -424,6 +424,11 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
 
 
+def _steady_time(samples: int | None, per_s: float | None) -> str:
+    """The budget at the run's steady rate: wall time also holds whatever shared or paused the machine."""
+    return f"; {_hours(samples / per_s)} at its steady {per_s:,.0f} samples/s" if samples and per_s else ""
+
+
 def model_card(name: str, entry: dict[str, Any], sidecar: dict[str, Any], default: bool) -> str:
     """One network's card in docs/model-zoo.md, every figure from its manifest entry and sidecar."""
     t, train, cpu, tr = sidecar["test"], sidecar["train"], entry["cpu"], sidecar["training"]
@@ -444,7 +449,8 @@ def model_card(name: str, entry: dict[str, Any], sidecar: dict[str, Any], defaul
         f"- **Budget**: {train['epochs']} epochs x {steps} steps x batch {train['batch_size']} = "
         f"{samples:,} samples" if samples else f"- **Budget**: {train['epochs']} epochs, batch {train['batch_size']}",
         f"- **Trained**: profile {sidecar['profile']}, seed {sidecar['seed']}, git {sidecar['git_revision']}, "
-        f"{_hours(tr['seconds'])} on {tr['machine']} (device {tr['device']}, torch {tr['torch']})",
+        f"{_hours(tr['seconds'])} wall time on {tr['machine']} (device {tr['device']}, torch {tr['torch']})"
+        + _steady_time(samples, tr.get("steady_samples_per_s")),
         f"- **CPU time**: {cpu['ms_per_slice']:.1f} ms per {cpu['size']}x{cpu['size']} output slice, "
         f"{cpu['threads']} threads on {cpu['cpu']}{load}",
         f"- **SHA-256**: `{entry['weights']['sha256']}` ({entry['weights']['file']})",
