@@ -22,7 +22,7 @@ EPILOG = ("Exit status: 0 success; 2 bad input or usage (one line names the argu
 # name -> (module, one-line help). Each module defines ``add_arguments(parser)`` and ``run(args) -> int``
 # (or ``add_<name>_arguments``/``run_<name>`` where one module holds two commands).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "check-config": ("mrsr.config", "validate a config file against the schema"),
+    "check-config": ("mrsr.data.check", "validate a config file against the schema and check the dataset it names"),
     "ingest": ("mrsr.data.ingest", "read a data source into a slice store and index"),
     "download": ("mrsr.data.tcia", "download a TCIA collection (NBIA v4), verified and resumable"),
     "split": ("mrsr.data.split", "assign series (or patients) to train/test, seeded"),

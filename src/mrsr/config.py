@@ -8,7 +8,6 @@ stops at once with something actionable.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import os
@@ -144,6 +143,8 @@ def validate_config(config: dict[str, Any], base_dir: str | Path | None = None) 
             raise ConfigError("config key 'data.local_dir': required when data.source is 'local'")
         if base is not None and not (base / data["local_dir"]).is_dir():
             raise ConfigError(f"config key 'data.local_dir': folder {base / data['local_dir']} does not exist")
+    if data["source"] == "tcia":
+        _check_tcia_patients(config)
     for scale in config["scales"]:
         if f"x{scale}" not in config["patches"]:
             raise ConfigError(f"config key 'patches.x{scale}': missing although scale {scale} is in 'scales'")
@@ -179,6 +180,22 @@ def validate_config(config: dict[str, Any], base_dir: str | Path | None = None) 
             raise ConfigError("config key 'leakage': the check compares the split by series with one by patient, "
                               "but split.by is already 'patient'; set leakage: null")
     return config
+
+
+def _check_tcia_patients(config: dict[str, Any]) -> None:
+    """What a TCIA download's patient list says before anything is downloaded: enough patients for a
+    split by patient (``split.by: patient`` or the leakage check), and every pinned test patient among them."""
+    patients = config["data"]["tcia"]["patients"]
+    if not patients:  # every patient of the collection: countable only online
+        return
+    for key, on in (("split.by", config["split"]["by"] == "patient"), ("leakage", bool(config["leakage"]))):
+        if on and len(patients) < 2:
+            fix = "" if key == "split.by" else "; set leakage: null to skip the check"
+            raise ConfigError(f"config key '{key}': data.tcia.patients lists {len(patients)} patient; a split by "
+                              f"patient needs at least 2{fix}")
+    for name in config["split"]["test_patients"]:
+        if name not in patients:
+            raise ConfigError(f"config key 'split.test_patients': {name!r} is not in data.tcia.patients")
 
 
 def check_recipe_groups(model: str, global_train: dict[str, Any], overrides: dict[str, Any], index: int) -> None:
@@ -366,18 +383,3 @@ def border_pixels(config: dict[str, Any], scale: int) -> int:
 def model_options(config: dict[str, Any], model: str) -> dict[str, Any]:
     """``model.<model>``: the options the config gives that model's constructor (none: its own defaults)."""
     return dict(config["model"].get(model) or {})
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("configfile", nargs="?", default="config.yaml",
-                        help="YAML config to check (default: config.yaml); data folders are resolved "
-                             "against the current folder")
-
-
-def run(args: argparse.Namespace) -> int:
-    # A ConfigError reaches mrsr.cli.main, which prints it as one line and exits 2.
-    config = load_config(args.configfile, base_dir=Path.cwd())  # paths are relative to the repository
-    jobs = training_jobs(config)
-    runs = sum(len(job_seeds(config, job)) for job in jobs)
-    print(f"{args.configfile}: valid; {len(jobs)} training jobs, {runs} training runs with their seeds")
-    return 0

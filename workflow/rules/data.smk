@@ -36,6 +36,8 @@ rule download_tcia:
 rule ingest:
     input:
         ingest_input,
+        # read only to refuse a dataset this profile cannot split, before the jobs after ingest run
+        config=ancient(CONFIG),
     output:
         index=f"{STORE}/index.csv",
         summary=f"{STORE}/ingest.json",
@@ -54,7 +56,8 @@ rule ingest:
     conda:
         "../envs/mrsr.yaml"
     shell:
-        "mrsr ingest --source {params.source} --input {params.folder} --out {params.store} > {log} 2>&1"
+        "mrsr ingest --source {params.source} --input {params.folder} --out {params.store}"
+        " --check-split {input.config} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 2; }}"
 
 
 # {splitdir}: "" for the profile's split (split.by), "by-patient/" for the leakage check's split by

@@ -41,6 +41,14 @@ def nifti_stem(path: Path) -> str:
     return path.stem
 
 
+def nifti_identity(path: Path, root: Path) -> tuple[str, str]:
+    """(patient id, series id) of a NIfTI volume: the first folder below ``root`` (else the file's stem),
+    and its path below ``root`` without the suffix."""
+    rel = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
+    patient = rel.parts[0] if len(rel.parts) > 1 else nifti_stem(path)
+    return patient, str(rel.with_name(nifti_stem(path))).replace("\\", "/")
+
+
 def read_nifti_series(path: Path, root: Path, spacing_known: bool = True,
                       limits: SizeLimits = SizeLimits()) -> SeriesSlices:
     """One NIfTI volume as a series of axial slices along its third axis.
@@ -75,9 +83,7 @@ def read_nifti_series(path: Path, root: Path, spacing_known: bool = True,
     normal = affine[:3, 2] / max(np.linalg.norm(affine[:3, 2]), 1e-12)
     positions = [float(normal @ (affine[:3, :3] @ np.array([0.0, 0.0, k]) + affine[:3, 3])) for k in range(len(pixels))]
     zooms = image.header.get_zooms()
-    rel = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
-    patient = rel.parts[0] if len(rel.parts) > 1 else nifti_stem(path)
-    uid = str(rel.with_name(nifti_stem(path))).replace("\\", "/")
+    patient, uid = nifti_identity(path, root)
     return SeriesSlices(
         patient_id=patient,
         series_uid=uid,
@@ -156,12 +162,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "local: NIfTI and DICOM files in any layout (default)")
     parser.add_argument("--input", required=True, type=Path, help="folder to read")
     parser.add_argument("--out", required=True, type=Path, help="slice store folder to write")
+    parser.add_argument("--check-split", type=Path, metavar="CONFIG",
+                        help="then refuse (exit 2, one line) a dataset that the profile CONFIG cannot split "
+                             "(mrsr.data.split.split_problem), before any later job runs")
     add_limit_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         summary = ingest(args.source, args.input, args.out, limits_from_args(args))
+        if args.check_split:
+            from mrsr.config import load_config
+            from mrsr.data.split import check_splittable
+            from mrsr.data.store import read_index
+
+            check_splittable(read_index(args.out), load_config(args.check_split), str(args.input))
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
