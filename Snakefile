@@ -37,8 +37,8 @@ rule all:
 
 
 onsuccess:
-    # Record in dvc.lock the stages this run left up to date, when this profile is the one dvc.yaml
-    # describes. Skipped when DVC itself runs this workflow (`dvc repro` records them), in dry runs,
+    # Record in dvc.lock the stages of this profile that this run left up to date, when dvc.yaml lists
+    # the profile. Skipped when DVC itself runs this workflow (`dvc repro` records them), in dry runs,
     # and with MRSR_NO_DVC_COMMIT set.
     if not os.environ.get("DVC_STAGE") and not os.environ.get("MRSR_NO_DVC_COMMIT") and os.path.isdir(".dvc"):
-        shell("mrsr dvc-commit --profile {PROFILE}")
+        shell("mrsr dvc-commit --configfile {PROFILE_FILE:q}")

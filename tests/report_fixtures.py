@@ -32,6 +32,15 @@ GAINS = {"bicubic": 0.0, "srcnn": 1.0, "espcn": -1.0, "fsrcnn": 0.5, "decnn": 0.
 SEED_OFFSETS = {0: 0.0, 1: 0.3, 2: -0.15}
 # The leakage check: on the split by patient the network gains this much less over bicubic.
 LEAKAGE_LOSS = 0.6
+# Figure 3's slice, named as the store names slices (series key and index).
+SLICE_ID = "PGBM-002_T1post-progression_1a2b3c4d:0042"
+# The split (split.csv): side, patient, series of each series; split.json's counts agree.
+SPLIT_SERIES = [("train", "PGBM-002", "T1post-pre"), ("train", "PGBM-002", "T1post-progression"),
+                ("test", "PGBM-002", "FLAIR-pre"), ("test", "PGBM-002", "FLAIR-progression"),
+                ("unused", "PGBM-012", "T1post-pre")]
+# A recipe source as long as the shipped profiles' (the recipe table must wrap it, not widen the page).
+LONG_RECIPE = ("Adam 2e-3, last layer x0.1 (Dong et al. 2016 ratio; Adam as yjn870/SRCNN-pytorch), He init, cosine to "
+               "1%, the reproduced paper's SGD 0.1 (momentum 0.9, wd 1e-4, /10 every 20 of 100 epochs)")
 
 
 def report_config(default_config: dict) -> dict:
@@ -119,16 +128,34 @@ def build_results(root: Path, config: dict) -> ReportInputs:
         sr = upscale(lr, job.scale)[0] + 0.01 * (GAINS["proposed_multi"] - gain)  # a worse PSNR, a larger offset
         examples.append(root / f"results/examples/{first}{name}.npz")
         examples[-1].parent.mkdir(exist_ok=True)
-        np.savez(examples[-1], slice_id=np.array("s0"), hr=hr[0], lr=lr[0], sr=sr.astype(np.float32))
+        # a slice id as the store names it: long enough to overrun a panel's width unless its label wraps
+        np.savez(examples[-1], slice_id=np.array(SLICE_ID), hr=hr[0], lr=lr[0], sr=sr.astype(np.float32))
         if job.model != "bicubic":
             histories.append(root / f"models/{first}{name}.history.csv")
             histories[-1].parent.mkdir(exist_ok=True)
             pd.DataFrame({"epoch": [1, 2, 3], "loss": [0.01, 0.005, 0.003], "val_psnr": [30.0, 31.0, 31.5]}).to_csv(
                 histories[-1], index=False)
     summarize(per_image).to_csv(root / "results/metrics/summary.csv", index=False)
+    sidecars = []
+    for job in jobs:  # the recipe table: each job's first seed, with a long recipe text as the profiles have
+        sidecars.append(root / f"models/{seed_dir(job_seeds(config, job)[0])}/{job.name}.json")
+        sidecars[-1].parent.mkdir(parents=True, exist_ok=True)
+        sidecars[-1].write_text(json.dumps(sidecar(job.model, job.scale, job.strategy, source=LONG_RECIPE)))
+    split_rows, index_rows = [], []
+    for side, patient, name in SPLIT_SERIES:
+        key = f"{patient}_{name}_0123abcd"
+        split_rows.append({"series_key": key, "patient_id": patient, "series_uid": f"{patient}/{name}",
+                           "series_description": name, "n_slices": 3, "norm": 100.0, "split": side})
+        index_rows += [{"slice_id": f"{key}:{i:04d}", "series_key": key, "slice_index": i, "patient_id": patient,
+                        "series_uid": f"{patient}/{name}", "series_description": name, "path": "x.nii.gz",
+                        "position": float(i), "rows": 64, "cols": 64, "pixel_spacing_row": 1.0,
+                        "pixel_spacing_col": 1.0, "min": 0.0, "max": 100.0, "mean": 10.0, "std": 5.0}
+                       for i in range(3)]
+    pd.DataFrame(split_rows).to_csv(root / "data/prepared/split.csv", index=False)
+    pd.DataFrame(index_rows).to_csv(root / "data/prepared/store/index.csv", index=False)
     part = {"series": 2, "patients": 1, "slices": 6}
     (root / "data/prepared/split.json").write_text(json.dumps(
-        {"by": "series", "seed": 1, "train": part, "test": part, "unused": {"series": 0, "patients": 0, "slices": 0},
+        {"by": "series", "seed": 1, "train": part, "test": part, "unused": {"series": 1, "patients": 1, "slices": 3},
          "test_patients_in_train": 1}))
     leakage_files, leakage_split = [], None
     job = leakage_job(config)
@@ -166,7 +193,8 @@ def build_results(root: Path, config: dict) -> ReportInputs:
         summary=root / "results/metrics/summary.csv", per_image=per_image, examples=examples, histories=histories,
         split=root / "data/prepared/split.json", ingest=root / "data/prepared/store/ingest.json",
         rejected=root / "data/prepared/store/rejected.csv", timing=root / "results/timing/table3.csv",
-        machine=root / "results/timing/machine.json", leakage_per_image=leakage_files, leakage_split=leakage_split)
+        machine=root / "results/timing/machine.json", leakage_per_image=leakage_files, leakage_split=leakage_split,
+        sidecars=sidecars, split_csv=root / "data/prepared/split.csv", index=root / "data/prepared/store/index.csv")
 
 
 def sidecar(model: str, scale: int, strategy: str | None = None, **recipe) -> dict:

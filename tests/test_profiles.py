@@ -262,4 +262,48 @@ def test_dvc_repro_reruns_only_the_changed_experiment(finished_run):
     partial = run([*SNAKEMAKE, "--cores", "2", "train_all"], work, timeout=900)
     assert partial.returncode == 0, partial.stderr[-3000:]
     status = run([*DVC, "status"], work).stdout
-    assert "evaluate:" in status and "train:" not in status, status
+    assert "evaluate@test:" in status and "train@test:" not in status, status
+
+
+@pytest.mark.slow
+def test_dvc_repro_of_the_paper_profile_plans_only_the_changed_experiment(root, tmp_path, default_config):
+    """The paper profile's stages (dvc.yaml's `foreach`), recorded by `mrsr dvc-commit` for that profile
+    over placeholder outputs (training it takes hours): after one experiment's lr changes, `dvc repro
+    --dry` calls only the stages that read that key, with the paper's file, and Snakemake plans only
+    that experiment's training jobs."""
+    work = tmp_path / "repo"
+    copy_workflow(root, work, default_config, dvc_profiles={"paper": "config/paper.yaml"})
+    (work / "config").mkdir()
+    shutil.copy(root / "config/paper.yaml", work / "config/paper.yaml")
+    paper = ["--configfile", "config/paper.yaml"]
+    summary = run([*SNAKEMAKE, "--forceall", "-n", "--summary", "all", *paper], work)
+    assert summary.returncode == 0, summary.stderr[-3000:]
+    for line in summary.stdout.splitlines()[1:]:
+        if "\t" in line:
+            (work / line.split("\t")[0]).parent.mkdir(parents=True, exist_ok=True)
+            (work / line.split("\t")[0]).write_text("placeholder\n")
+    env = {**os.environ, "MRSR_NO_DVC_COMMIT": "1"}
+    # --forceall: every job touched in DAG order records its params (without, only jobs whose files look stale do)
+    touch = subprocess.run([*SNAKEMAKE, "--touch", "--forceall", "--cores", "1", "all", *paper], cwd=work, env=env,
+                           capture_output=True, text=True)
+    assert touch.returncode == 0, touch.stderr[-3000:]
+    commit = run([sys.executable, "-m", "mrsr.cli", "dvc-commit", *paper], work)
+    assert commit.returncode == 0 and "not recorded" not in commit.stdout, commit.stdout + commit.stderr
+    stages = ["prepare@paper", "train@paper", "evaluate@paper", "timing@paper", "report@paper"]
+    assert "up to date" in run([*DVC, "status", *stages], work).stdout
+    assert planned_jobs(work, *paper) == {}
+
+    cfg = yaml.safe_load((work / "config/paper.yaml").read_text())
+    espcn = next(i for i, e in enumerate(cfg["experiments"]) if e["model"] == "espcn")
+    cfg["experiments"][espcn]["train"]["lr"] = 0.001
+    (work / "config/paper.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    dry = run([*DVC, "repro", "--dry", "report@paper"], work)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    ran = re.findall(r"Running stage '([^']+)':\n> (.*)", dry.stdout)
+    # train reads `experiments`; report reads the whole file (the recipes table): both and nothing else
+    assert [stage for stage, _ in ran] == ["train@paper", "report@paper"], dry.stdout
+    assert all(cmd.startswith("snakemake --configfile config/paper.yaml ") for _, cmd in ran), ran
+    plan = run([*SNAKEMAKE, "all", "-n", "--cores", "2", *paper], work).stdout
+    trained = re.findall(r"rule train:\n(?:    .*\n)*?    output: (\S+)", plan)
+    assert len(trained) == 9 and all("/espcn_x" in path for path in trained), trained  # 3 scales x 3 seeds
+    assert planned_jobs(work, *paper) == {"train": 9, "evaluate_model": 9, "summarize": 1, "timing": 1, "report": 1}

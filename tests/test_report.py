@@ -152,7 +152,7 @@ def test_table1_has_bicubic_the_markers_and_each_initialisation(full, default_co
         "He; LR-image deconv. bicubic, feature deconv. zero: starts as bicubic"]
     assert table1_differences(rows) == {"init": True, "schedule": False}
     table1 = re.search(r'<table id="table1-data".*?</table>', html, re.S).group(0)
-    assert "<td class=\"l\">Bicubic</td>" in table1 and table1.count('class="flag"') == 1 and "<th class=\"l\">Budget</th>" not in table1
+    assert "<td class=\"l\">Bicubic</td>" in table1 and table1.count('class="flag">below bicubic<') == 1 and "<th class=\"l\">Budget</th>" not in table1
     assert "The strategies do not start alike" in html and "the same budget, 4 epochs x 12 steps x 32, adam lr 0.0005" in html
     # A strategy given its own budget: the table gets a Budget column.
     config = copy.deepcopy(config)
@@ -185,7 +185,13 @@ def test_figure3_panels_follow_table2(full):
     for name in names:
         with np.load(paths[name]) as data:
             examples[name] = {"hr": data["hr"], "sr": data["sr"]}
-    assert figure3(examples, border=2).startswith("data:image/png;base64,")
+    figure = figure3(examples, border=2)
+    assert [c["title"] for c in figure["columns"]] == ["HR (reference)"] + table2
+    for column in figure["columns"]:
+        assert all(column[k].startswith("data:image/png;base64,") for k in ("whole", "zoom"))
+        assert (column["error"] is None) == (column["title"] == "HR (reference)")
+    assert re.fullmatch(r"\d+\.\d\d dB / \d\.\d{4}", figure["columns"][1]["detail"])
+    assert figure["colour_bar"].startswith("data:image/png;base64,")
     assert figure3({}) is None
 
 
@@ -284,4 +290,78 @@ def test_the_report_prints_each_methods_training_recipe(full, tmp_path):
     assert table.count("<tr>") == 3  # header, srcnn, espcn
     assert "Dong et al. 2016" in table and "x2: 17.00 / 36.50 / 36.00" in table and "x3:" in table
     assert table.split("espcn")[1].count("below bicubic") == 1  # its validation PSNR ended under bicubic's
-    assert "No training recipes recorded" in render(config, inputs)
+    assert "No training recipes recorded" in render(config, dataclasses.replace(inputs, sidecars=[]))
+
+
+def _row(html: str, table: str, method: str, scale_header: str) -> str:
+    """The row of ``method`` in the group of Table 2 headed ``scale_header`` (e.g. "x2:")."""
+    body = re.search(rf'<table id="{table}".*?</table>', html, re.S).group(0)
+    group = body.split(f'<tr class="group"><th colspan="12">{scale_header}')[1].split('<tr class="group">')[0]
+    return next(line for line in re.findall(r'<tr><td class="l">.*?</tr>', group, re.S)
+                if line.startswith(f'<tr><td class="l">{method}<'))
+
+
+def test_a_gain_whose_interval_includes_zero_is_not_significant_and_ssim_below_bicubic_is_tagged(full, tmp_path):
+    """SRCNN x2 made to gain +0.05 dB with slices scattered around bicubic's (the interval includes 0)
+    and with an SSIM below bicubic's: grey and "n.s.", not green; tagged "SSIM below bicubic"."""
+    import dataclasses
+
+    from mrsr.evaluate import summarize
+
+    config, inputs, *_ = full
+    frames = {p: pd.read_csv(p, keep_default_na=False) for p in inputs.per_image}
+    bicubic = next(f for p, f in frames.items() if p.name == "bicubic_x2.csv")
+    per_image = []
+    for path, frame in frames.items():
+        if path.name == "srcnn_x2.csv":
+            frame = frame.copy()
+            frame["psnr"] = bicubic["psnr"].to_numpy() + 0.05 + 0.4 * (-1) ** np.arange(len(frame))
+            frame["ssim"] = bicubic["ssim"].to_numpy() - 0.01
+        target = tmp_path / path.relative_to(inputs.summary.parent)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(target, index=False)
+        per_image.append(target)
+    summary = tmp_path / "summary.csv"
+    summarize(per_image).to_csv(summary, index=False)
+    html = render(config, dataclasses.replace(inputs, per_image=per_image, summary=summary))
+    srcnn, ours = _row(html, "table2-data", "SRCNN", "x2:"), _row(html, "table2-data", "Ours", "x2:")
+    gain = re.findall(r"<td class=\"(\w+)\"[^>]*>([+-]\d\.\d\d \[[^<]*)</td>", srcnn)
+    assert len(gain) == 1 and gain[0][0] == "ns" and gain[0][1].endswith(" n.s."), srcnn
+    low, high = map(float, re.search(r"\[([+-][\d.]+), ([+-][\d.]+)\]", gain[0][1]).groups())
+    assert low <= 0 <= high
+    assert 'class="pos"' in ours and "n.s." not in ours  # a gain whose interval excludes 0 stays green
+    assert 'class="flag">SSIM below bicubic</span> <span class="num">-0.0100' in srcnn
+    assert 'class="flag">below bicubic<' not in srcnn  # its PSNR is above bicubic's
+    summary = pd.read_csv(summary, keep_default_na=False, dtype={"strategy": str})
+    rows = table2_rows(summary, seed_mean_images(per_image), config)
+    bicubic_ssim = {r["scale"]: r["ssim"] for r in rows if r["method"] == "Bicubic"}
+    for r in rows:
+        if r["method"] != "Bicubic":
+            assert (r["ssim_note"] is not None) == (r["ssim"] <= bicubic_ssim[r["scale"]]), r["method"]
+
+
+def test_table3_names_its_columns_for_every_method(full):
+    html = full[-1]
+    header = re.search(r'<table id="table3-data">.*?</tr>', html, re.S).group(0)
+    assert "Ours," not in header and "Ours /" not in header
+    assert "<th>Measured here, native (256x256)</th>" in header and "<th>Measured / paper</th>" in header
+
+
+def test_the_report_lists_the_series_and_patients_of_each_side(full):
+    from report_fixtures import SPLIT_SERIES
+
+    config, inputs, *_, html = full
+    table = re.search(r'<table id="split-data">(.*?)</table>', html, re.S).group(1)
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr><td.*?</tr>", table, re.S)]
+    assert [(r[0], r[1], r[2]) for r in rows] == SPLIT_SERIES  # train, test, unused; by patient within each
+    from mrsr.data.patches import validation_slice_ids
+    from mrsr.data.split import read_split
+    from mrsr.data.store import read_index
+
+    held_out = validation_slice_ids(read_index(inputs.index.parent), read_split(inputs.split_csv),
+                                    config["train"]["val_slices"], config["split"]["seed"])  # as the patches job does
+    validation = [int(r[5]) for r in rows if r[0] == "train"]
+    assert validation == [sum(i.startswith(r[3] + ":") for i in held_out) for r in rows if r[0] == "train"]
+    assert sum(validation) == config["train"]["val_slices"] and len(set(validation)) > 1
+    assert all(r[5] == "-" for r in rows if r[0] != "train")
+    assert all(r[3] == f"{r[1]}_{r[2]}_0123abcd" for r in rows)

@@ -1,6 +1,7 @@
-"""The report in a real browser: Debian's headless Chromium renders it offline; Tables 1-3 and
-Figure 3 are there and decoded, a screenshot is taken (in pytest's temporary folder), and with all
-18 jobs no table is wider than a 1280-pixel window."""
+"""The report in a real browser: Debian's headless Chromium renders it offline; Tables 1-3, the
+table of series and patients by side and Figure 3 are there and decoded, a screenshot is taken (in
+pytest's temporary folder), and with all 18 jobs no table is wider than a 1280-pixel window and no
+Figure 3 label overlaps another (in the layout and in the screenshot)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from PIL import Image
 
 from mrsr.report import render
 from browser_fixtures import CHROMIUM, FLAGS, Links, require_chromium
-from report_fixtures import build_results, full_report_config, report_config
+from report_fixtures import SPLIT_SERIES, build_results, full_report_config, report_config
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -61,6 +62,16 @@ window.addEventListener("load", function () {
     out.tables.push({id: table.id || "table " + i, left: box.left, content: Math.ceil(content),
                      scroll: table.scrollWidth, visible: table.clientWidth});
   });
+  // Figure 3's labels: where their text is drawn (a Range covers text that overflows its box).
+  out.labels = [];
+  document.querySelectorAll("#figure3-grid .fig3-label").forEach(function (label) {
+    var range = document.createRange(), r;
+    range.selectNodeContents(label);
+    r = range.getBoundingClientRect();
+    out.labels.push({text: label.textContent, left: r.left, right: r.right, top: r.top + window.scrollY,
+                     bottom: r.bottom + window.scrollY, cell_left: label.getBoundingClientRect().left,
+                     cell_right: label.getBoundingClientRect().right});
+  });
   var pre = document.createElement("pre");
   pre.id = "layout-probe";
   pre.textContent = JSON.stringify(out);
@@ -91,8 +102,15 @@ def test_chromium_renders_three_tables_and_figure3(report, tmp_path):
         match = re.search(rf'<table id="{table}"[^>]*>(.*?)</table>', html, re.S)
         assert match, f"{table} not in the rendered DOM"
         assert match.group(1).count("<tr>") >= 3, f"{table} has no data rows"
-    assert re.search(r'<img id="figure3-img"[^>]*data-decoded="yes"', html), "Figure 3 not decoded by the browser"
+    grid = re.search(r'<div id="figure3-grid".*?</div>\s*<img id="figure3-colour-bar"[^>]*>', html, re.S)
+    assert grid, "Figure 3 not in the rendered DOM"
+    panels = re.findall(r"<img [^>]*>", grid.group(0))  # 4 columns: whole, zoom, 3 errors, bar
+    assert len(panels) == 4 + 4 + 3 + 1 and all('data-decoded="yes"' in img for img in panels), "Figure 3 not decoded"
     assert 'data-decoded="no"' not in html, "an embedded figure failed to decode"
+    split = re.search(r'<table id="split-data">(.*?)</table>', html, re.S)
+    assert split, "the table of series by side is not in the rendered DOM"
+    sides = re.findall(r'<tr><td class="l">(\w+)</td><td class="l">([^<]+)</td>', split.group(1))
+    assert sides == [(side, patient) for side, patient, _ in SPLIT_SERIES]
     assert "Ours" in html and "Test CPU" in html
 
     shot = tmp_path / "report-screenshot.png"
@@ -122,3 +140,31 @@ def test_every_table_fits_a_1280_pixel_page(full_report, tmp_path):
             if t["left"] + t["content"] > 1280 or t["content"] > t["visible"] or t["scroll"] > t["visible"]]
     assert not wide, f"tables wider than the page or scrolling sideways: {wide}"
     assert layout["page"] <= 1280, f"the page is {layout['page']} px wide"
+
+
+def test_no_figure3_label_overlaps_another(full_report, tmp_path):
+    """All 18 jobs (eight panels across 1280 pixels) and a slice name as long as the store's: each
+    label's text stays inside its column, in the layout and in the screenshot (blank pixels between
+    neighbouring labels)."""
+    probed = tmp_path / "probed.html"
+    probed.write_text(full_report.read_text(encoding="utf-8").replace("</body>", LAYOUT_PROBE + "</body>"), encoding="utf-8")
+    dom = chromium(probed, tmp_path / "profile", "--dump-dom", "--window-size=1280,4000")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    labels = json.loads(htmllib.unescape(re.search(r'<pre id="layout-probe">(.*?)</pre>', dom.stdout, re.S).group(1)))["labels"]
+    assert len(labels) == 8 and labels[0]["text"].startswith("HR (reference)") and "PGBM-002" in labels[0]["text"]
+    for a, b in zip(labels, labels[1:]):
+        assert a["right"] <= b["left"], f"label {a['text']!r} runs into {b['text']!r}"
+    for label in labels:
+        assert label["cell_left"] - 0.5 <= label["left"] and label["right"] <= label["cell_right"] + 0.5, label
+    height = int(max(label["bottom"] for label in labels)) + 50
+    shot = tmp_path / "figure3.png"
+    result = chromium(full_report, tmp_path / "profile-shot", f"--screenshot={shot}", f"--window-size=1280,{height}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    with Image.open(shot) as image:
+        pixels = image.convert("L")
+        top, bottom = int(min(l["top"] for l in labels)), int(max(l["bottom"] for l in labels)) + 1
+        inked = [any(pixels.getpixel((x, y)) < 200 for y in range(top, bottom)) for x in range(1280)]
+        for label in labels:  # the labels' text is in the screenshot, where the layout put it...
+            assert any(inked[int(label["left"]):int(label["right"]) + 1]), label["text"]
+        for a, b in zip(labels, labels[1:]):  # ...with a blank column between neighbours
+            assert not all(inked[int(a["right"]) + 1:int(b["left"])]), f"no gap between {a['text']!r} and {b['text']!r}"

@@ -13,9 +13,9 @@ import yaml
 from workflow_fixtures import RULE_COMMAND, SNAKEMAKE, STAGE_COMMANDS, code_deps, copy_workflow, planned_jobs, run
 
 
-def produced_files(root: Path, target: str) -> dict[str, str]:
-    """output file -> rule, for every job the target needs (from `snakemake --summary`)."""
-    result = run([*SNAKEMAKE, "--forceall", "-n", "--summary", target], root)
+def produced_files(root: Path, target: str, configfile: str = "config.yaml") -> dict[str, str]:
+    """output file -> rule, for every job the target needs in that profile (from `snakemake --summary`)."""
+    result = run([*SNAKEMAKE, "--forceall", "-n", "--summary", target, "--configfile", configfile], root)
     assert result.returncode == 0, result.stderr
     lines = [l.split("\t") for l in result.stdout.splitlines() if "\t" in l]
     return {cols[0]: cols[2] for cols in lines[1:]}
@@ -45,15 +45,42 @@ def test_lint_is_clean_and_dry_run_lists_every_stage(root):
 
 @pytest.mark.slow
 def test_dvc_stages_agree_with_the_snakemake_dag(root):
-    from mrsr.workflow_support import command_sources
+    """For every profile dvc.yaml lists, its stages against Snakemake's DAG of that profile."""
+    from mrsr.dvcsync import dvc_profiles
 
     stages = dvc_stages(root)
+    profiles = dvc_profiles(root / "dvc.yaml")
+    assert {"quick", "paper"} <= set(profiles) and set(profiles) >= {s.split("@")[1] for s in stages}
+    # The default profile's stages in full; every other profile's are the same `foreach` template (its
+    # name and file substituted), so there: its command, params and outs, and that they hold all it builds.
+    check_profile_stages(root, {s: stage for s, stage in stages.items() if s.endswith("@quick")}, "config.yaml")
+    for name, item in profiles.items():
+        profile = yaml.safe_load((root / item["config"]).read_text())
+        assert profile["profile"] == name, f"dvc.yaml's profiles.{name} names a file of profile {profile['profile']}"
+        data = profile["data"]
+        assert item["data"] == {"sample": data["sample_dir"], "local": data["local_dir"]}.get(data["source"], item["config"])
+        outs = []
+        for stage_name in ("prepare", "train", "evaluate", "timing", "report"):
+            stage, quick = stages[f"{stage_name}@{name}"], stages[f"{stage_name}@quick"]
+            assert stage.cmd == quick.cmd.replace("config.yaml", item["config"]), stage.name
+            assert [str(p) for p in stage.params] == [item["config"]], stage.name
+            assert [str(o) for o in stage.outs] == [str(o).replace("quick", name) for o in quick.outs], stage.name
+            outs += [str(o) for o in stage.outs]
+        if name != "quick":
+            built = produced_files(root, "all", item["config"])
+            assert all(under(path, outs) for path in built), [p for p in built if not under(p, outs)][:3]
+
+
+def check_profile_stages(root: Path, stages: dict, configfile: str) -> None:
+    from mrsr.workflow_support import command_sources
+
     seen: dict[str, str] = {}
     stage_outs: dict[str, list[str]] = {}
     for name, stage in stages.items():
         target = stage.cmd.split()[-1]
-        assert stage.cmd.startswith("snakemake "), name
-        files = produced_files(root, target)
+        assert stage.cmd.startswith(f"snakemake --configfile {configfile} "), name
+        assert [str(p) for p in stage.params] == [configfile], f"stage {name}: params of another file"
+        files = produced_files(root, target, configfile)
         own = {f: r for f, r in files.items() if f not in seen}
         assert own, f"stage {name}: target {target} builds nothing new"
         outs = [str(o) for o in stage.outs]
@@ -72,12 +99,12 @@ def test_dvc_stages_agree_with_the_snakemake_dag(root):
                 )
         # Its code deps are exactly the package sources its rules' commands run (what Snakemake's code params hash).
         commands = {RULE_COMMAND[r] for r in own.values()}
-        assert commands == set(STAGE_COMMANDS[name]), f"stage {name}: its rules run {sorted(commands)}"
+        assert commands == set(STAGE_COMMANDS[name.split("@")[0]]), f"stage {name}: its rules run {sorted(commands)}"
         sources = {f"src/mrsr/{p}" for command in commands for p in command_sources(command)}
         assert code_deps(root, deps) == sources, f"stage {name}: code deps differ from {sorted(sources)}"
         stage_outs[name] = outs
         seen.update(own)
-    assert set(produced_files(root, "all")) == set(seen)
+    assert set(produced_files(root, "all", configfile)) == set(seen)
 
 
 @pytest.mark.slow

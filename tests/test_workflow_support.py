@@ -114,7 +114,7 @@ def test_dvc_code_deps_are_the_sources_of_each_stages_commands(root):
     assert set(stages) == set(STAGE_COMMANDS)
     for name, commands in STAGE_COMMANDS.items():
         sources = {f"src/mrsr/{p}" for command in commands for p in command_sources(command)}
-        assert code_deps(root, stages[name]["deps"]) == sources, f"stage {name}: code deps differ from {sorted(sources)}"
+        assert code_deps(root, stages[name]["do"]["deps"]) == sources, f"stage {name}: code deps differ from {sorted(sources)}"
 
 
 # Imports each module named on its command line with no mrsr module loaded (third-party ones stay

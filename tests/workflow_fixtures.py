@@ -22,8 +22,10 @@ def run(cmd: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedPr
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def copy_workflow(root: Path, work: Path, config: dict) -> None:
-    """A minimal checkout of the workflow in ``work`` (its own git repo, for DVC) using ``config``."""
+def copy_workflow(root: Path, work: Path, config: dict, dvc_profiles: dict[str, str] | None = None) -> None:
+    """A minimal checkout of the workflow in ``work`` (its own git repo, for DVC) using ``config``.
+
+    dvc.yaml's profiles are ``config`` (as config.yaml) and ``dvc_profiles`` (name -> file), on the sample."""
     work.mkdir(parents=True)
     for item in ("Snakefile", "workflow", "profiles", "dvc.yaml", "src", ".dvc", ".dvcignore"):
         src = root / item
@@ -34,9 +36,12 @@ def copy_workflow(root: Path, work: Path, config: dict) -> None:
     (work / "data").mkdir()
     shutil.copytree(root / "data" / "btp-sample", work / "data" / "btp-sample")
     (work / "config.yaml").write_text(yaml.safe_dump(config))
-    # dvc.yaml tracks the profile named in its vars: the one this copy's config.yaml runs.
+    # dvc.yaml covers the profiles of this copy: config.yaml's (and those asked for), not the repository's.
+    entries = {config["profile"]: "config.yaml", **(dvc_profiles or {})}
+    lines = "".join(f"      {name}: {{config: {file}, data: data/btp-sample}}\n" for name, file in entries.items())
     dvc_yaml = (work / "dvc.yaml").read_text()
-    (work / "dvc.yaml").write_text(dvc_yaml.replace("  - profile: quick\n", f"  - profile: {config['profile']}\n"))
+    start = dvc_yaml.index("  - profiles:\n") + len("  - profiles:\n")
+    (work / "dvc.yaml").write_text(dvc_yaml[:start] + lines + dvc_yaml[dvc_yaml.index("stages:\n"):])
     assert run(["git", "init", "-q"], work).returncode == 0
 
 

@@ -14,6 +14,9 @@ rule report:
         histories=[f"{MODELS}/{seed_dir(seed)}/{job.name}.history.csv" for job, seed in FIRST_RUNS],
         sidecars=[f"{MODELS}/{seed_dir(seed)}/{job.name}.json" for job, seed in FIRST_RUNS],
         split=f"{PREPARED}/split.json",
+        # the table of series and patients by side (validation slices: from the index, as patches chose them)
+        split_csv=SPLIT,
+        index=rules.ingest.output.index,
         # the leakage check (section "Series vs patient split"): its evaluations and split by patient
         leakage_per_image=LEAKAGE_PER_IMAGE,
         leakage_split=[LEAKAGE_SPLIT] if LEAKAGE else [],
@@ -40,5 +43,6 @@ rule report:
     shell:
         "mrsr report --config {input.config} --summary {input.summary} --per-image {input.per_image}"
         " --examples {input.examples} --histories {input.histories} --sidecars {input.sidecars} --split-summary {input.split}"
+        " --split-csv {input.split_csv} --index {input.index}"
         " --ingest {input.ingest} --rejected {input.rejected} --timing {input.timing} --machine {input.machine}"
         " {params.leakage} --loss-plot {output.loss} --psnr-plot {output.psnr} --out {output.html} > {log} 2>&1"

@@ -56,14 +56,20 @@ def extract_patches(hr: np.ndarray, lr: np.ndarray, scale: int, lr_size: int, lr
     return lr_win.reshape(-1, lr_size, lr_size).copy(), hr_win.reshape(-1, p, p).copy()
 
 
+def validation_slice_ids(index: pd.DataFrame, split: pd.DataFrame, val_slices: int, seed: int) -> set:
+    """The validation slices: ``val_slices`` slices held out whole from the training series, seeded
+    (the same for every scale; the report lists them by series)."""
+    train = split[split["split"] == "train"]
+    rng = np.random.default_rng(seed)
+    candidates = index[index["series_key"].isin(train["series_key"])]["slice_id"].to_numpy()
+    return set(rng.choice(candidates, size=min(val_slices, max(len(candidates) - 1, 0)), replace=False))
+
+
 def make_patches(store: Path, split: pd.DataFrame, scale: int, lr_size: int, lr_stride: int,
                  val_slices: int, seed: int) -> dict[str, np.ndarray]:
     train = split[split["split"] == "train"]
     index = read_index(store)
-    rng = np.random.default_rng(seed)
-    # Validation slices: held out whole from the training series, chosen with a fixed seed.
-    candidates = index[index["series_key"].isin(train["series_key"])]["slice_id"].to_numpy()
-    val_ids = set(rng.choice(candidates, size=min(val_slices, max(len(candidates) - 1, 0)), replace=False))
+    val_ids = validation_slice_ids(index, split, val_slices, seed)
     lr_parts, hr_parts, out = [], [], {}
     largest = (0, 0)  # the largest training LR image, for the message when no patch fits
     for row in train.itertuples():

@@ -8,8 +8,9 @@ bicubic carries a marker (:func:`~mrsr.report.tables.below_bicubic`). The sectio
 (:func:`~mrsr.report.tables.leakage_comparison`) shows what the paper's split by series is worth against a split by
 patient of the same data. Then a Figure-3-style visual comparison
 (Table 2's methods in its order, PSNR/SSIM per panel, error maps on one colour scale), training
-curves, per-image metric distributions, the dataset and split, rejected files, the metric recipe,
-hardware, versions, git revision and configuration.
+curves, per-image metric distributions, the dataset and split (every series and patient by side:
+training, validation slices, test), rejected files, the metric recipe, hardware, versions, git
+revision and configuration.
 
 This module renders (templates/report.html.j2) and is the command; the rows are computed in
 :mod:`mrsr.report.tables` (Tables 1 and 2, the split comparison), :mod:`mrsr.report.table3` and
@@ -39,8 +40,10 @@ from mrsr.report.figures import distributions, empty_png, figure3, figure3_panel
 from mrsr.report.recipes import COLUMNS as RECIPE_COLUMNS
 from mrsr.report.recipes import recipe_rows
 from mrsr.report.table3 import bf16_rows, size_labels, table3_rows
+from mrsr.data.split import read_split
+from mrsr.data.store import read_index
 from mrsr.report.tables import (_stem, leakage_comparison, proposed_init, read_summary, seed_mean_images, seeds_note,
-                                table1_differences, table1_rows, table2_groups, table2_rows)
+                                split_rows, table1_differences, table1_rows, table2_groups, table2_rows)
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,9 @@ class ReportInputs:
     leakage_split: Path | None = None
     # The weights sidecars of each job's first seed: how each method was trained (its recipe).
     sidecars: list[Path] = field(default_factory=list)
+    # split.csv and the store's index.csv: which series and patients are in training, validation and test.
+    split_csv: Path | None = None
+    index: Path | None = None
 
 
 def render(config: dict[str, Any], inputs: ReportInputs, curves: dict[str, bytes | None] | None = None) -> str:
@@ -96,6 +102,8 @@ def render(config: dict[str, Any], inputs: ReportInputs, curves: dict[str, bytes
     leakage = leakage_comparison(config, summary, per_image, list(inputs.leakage_per_image), split, leakage_split)
     seed_lists = {job.name: job_seeds(config, job) for job in jobs}
     recipes = recipe_rows(json.loads(Path(p).read_text()) for p in inputs.sidecars)
+    split_table = (split_rows(read_split(inputs.split_csv), read_index(Path(inputs.index).parent), config)
+                   if inputs.split_csv and inputs.index else [])
     env = jinja2.Environment(loader=jinja2.PackageLoader("mrsr.report", "templates"), autoescape=jinja2.select_autoescape(),
                              undefined=jinja2.StrictUndefined)
     return env.get_template("report.html.j2").render(
@@ -106,7 +114,7 @@ def render(config: dict[str, Any], inputs: ReportInputs, curves: dict[str, bytes
         summary_ours=paper.SUMMARY_OURS, figure3=figure3(figure_examples, border_pixels(config, figure_scale)),
         curves={k: png_bytes_uri(v) for k, v in curves.items() if v},
         distributions=distributions(per_image),
-        split=split, ingest=ingest, rejected=rejected.to_dict("records"), recipe=RECIPE.strip(),
+        split=split, split_table=split_table, val_slices=config["train"]["val_slices"], ingest=ingest, rejected=rejected.to_dict("records"), recipe=RECIPE.strip(),
         versions=versions(), hardware=hardware(), revision=git_revision(), jobs=[j.name for j in jobs],
         model_init=proposed_init(config), train=config["train"],
         table3=table3_rows(timing), table3_sizes=size_labels(timing), bf16=bf16_rows(timing),
@@ -121,6 +129,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--examples", nargs="*", default=[], type=existing_file, help="example .npz files for Figure 3")
     parser.add_argument("--histories", nargs="*", default=[], type=existing_file, help="training history CSVs")
     parser.add_argument("--split-summary", required=True, type=existing_file, help="split.json of mrsr split")
+    parser.add_argument("--split-csv", type=existing_file, help="split.csv of mrsr split (the table of series by side)")
+    parser.add_argument("--index", type=existing_file, help="index.csv of the slice store (validation slices per series)")
     parser.add_argument("--ingest", required=True, type=existing_file, help="ingest.json of the slice store")
     parser.add_argument("--rejected", required=True, type=existing_file, help="rejected.csv of the slice store")
     parser.add_argument("--timing", type=existing_file, help="table3.csv of mrsr timing (Table 3; optional)")
@@ -141,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
                           histories=args.histories, split=args.split_summary, ingest=args.ingest,
                           rejected=args.rejected, timing=args.timing, machine=args.machine,
                           leakage_per_image=args.leakage_per_image, leakage_split=args.leakage_split,
-                          sidecars=args.sidecars)
+                          sidecars=args.sidecars, split_csv=args.split_csv, index=args.index)
     curves = training_curves({_stem(p): pd.read_csv(p) for p in args.histories})
     for key, target in (("loss", args.loss_plot), ("val_psnr", args.psnr_plot)):
         if target is not None:

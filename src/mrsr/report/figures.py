@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+from typing import Any
 
 import matplotlib
 
@@ -64,11 +65,47 @@ def _error_scale(errors: list[np.ndarray]) -> float:
     return float(np.ceil(top / step) * step)
 
 
-def figure3(examples: dict[str, dict[str, np.ndarray]], border: int = 0) -> str | None:
+def _png_uri(rgb: np.ndarray) -> str:
+    """An RGB uint8 array as a PNG data URI (one panel, at its own pixel size)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return png_bytes_uri(buf.getvalue())
+
+
+def _grey(img: np.ndarray) -> np.ndarray:
+    return np.repeat((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def _with_box(rgb: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+    """``rgb`` with a yellow frame around the zoomed region."""
+    out, t = rgb.copy(), max(1, rgb.shape[0] // 128)
+    r0, r1, c0, c1 = rows.start, rows.stop - 1, cols.start, cols.stop - 1
+    for part in (out[r0:r0 + t, c0:c1 + 1], out[r1 - t + 1:r1 + 1, c0:c1 + 1],
+                 out[r0:r1 + 1, c0:c0 + t], out[r0:r1 + 1, c1 - t + 1:c1 + 1]):
+        part[...] = (255, 220, 0)
+    return out
+
+
+def _colour_bar(vmax: float) -> str:
+    fig = plt.figure(figsize=(5.0, 0.9))
+    ax = fig.add_axes((0.04, 0.55, 0.92, 0.3))
+    mappable = plt.cm.ScalarMappable(norm=plt.Normalize(0, vmax), cmap="inferno")
+    bar = fig.colorbar(mappable, cax=ax, orientation="horizontal", extend="max")
+    bar.set_label("|SR - HR| of the zoom (intensities 0-1), one scale for every method", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    return png_data_uri(fig)
+
+
+def figure3(examples: dict[str, dict[str, np.ndarray]], border: int = 0) -> dict[str, Any] | None:
     """The same slice and zoomed region: HR first, then every method of Table 2 in its order, with error maps.
 
-    Each method's panel is titled with its PSNR and SSIM on this slice (the metric recipe, ``border``
-    pixels cropped, as in the per-image CSVs); the error maps share one colour scale and a colour bar.
+    Returns the panels for the report to lay out as HTML, with each label as text the browser wraps
+    within its column (a label drawn into one image spilled over its neighbours): ``columns``, each
+    with ``title``, ``detail`` (PSNR / SSIM on this slice with the metric recipe, ``border`` pixels
+    cropped, as in the per-image CSVs; for HR the slice), ``whole`` (with the zoomed region framed),
+    ``zoom`` and ``error`` (None for HR) as PNG data URIs; ``colour_bar`` of the error maps' one scale.
     """
     panels = figure3_panels(list(examples))
     if not panels:
@@ -79,29 +116,19 @@ def figure3(examples: dict[str, dict[str, np.ndarray]], border: int = 0) -> str 
     images = [np.clip(np.asarray(examples[name]["sr"], np.float64), 0, 1) for name, _ in panels]
     errors = [np.abs(img - hr)[zoom] for img in images]
     vmax = _error_scale(errors)
-    # About 1.5 inches a panel: eight panels fill a 1280-pixel page at dpi 110 without shrinking the titles.
-    fig, axes = plt.subplots(3, len(panels) + 1, figsize=(1.5 * (len(panels) + 1), 5.6), layout="constrained")
-    axes = np.asarray(axes).reshape(3, -1)
+    inferno = plt.get_cmap("inferno")
     slice_id = examples[panels[0][0]].get("slice_id")
-    columns = [("HR (reference)" + (f"\n{slice_id}" if slice_id is not None else ""), hr, None)]
-    for (name, title), img in zip(panels, images):
+    columns = [{"title": "HR (reference)", "detail": str(slice_id) if slice_id is not None else "", "image": hr,
+                "error": None}]
+    for (name, title), img, err in zip(panels, images, errors):
         ref, est = crop_border(hr, border), crop_border(img, border)
-        columns.append((f"{title}\n{psnr(ref, est):.2f} dB / {ssim(ref, est):.4f}", img, np.abs(img - hr)[zoom]))
-    for col, (title, img, err) in enumerate(columns):
-        axes[0, col].imshow(img, cmap="gray", vmin=0, vmax=1)
-        axes[0, col].add_patch(plt.Rectangle((zoom[1].start, zoom[0].start), w // 3, h // 3, fill=False, ec="yellow", lw=1))
-        axes[0, col].set_title(title, fontsize=8)
-        axes[1, col].imshow(img[zoom], cmap="gray", vmin=0, vmax=1)
-        if err is not None:
-            shown = axes[2, col].imshow(err, cmap="inferno", vmin=0, vmax=vmax)
-        for r in range(3):
-            axes[r, col].axis("off")
-    axes[2, 0].text(0.5, 0.5, "|SR - HR|\nof the zoom\n(shared scale)", ha="center", va="center", fontsize=8,
-                    transform=axes[2, 0].transAxes)
-    bar = fig.colorbar(shown, ax=axes[2, 1:].tolist(), location="bottom", shrink=0.6, aspect=40, extend="max")
-    bar.set_label("|SR - HR| (intensities 0-1); titles: PSNR / SSIM of the whole slice", fontsize=8)
-    bar.ax.tick_params(labelsize=7)
-    return png_data_uri(fig)
+        columns.append({"title": title, "detail": f"{psnr(ref, est):.2f} dB / {ssim(ref, est):.4f}", "image": img,
+                        "error": _png_uri((inferno(np.clip(err / vmax, 0, 1))[..., :3] * 255 + 0.5).astype(np.uint8))})
+    for column in columns:
+        image = column.pop("image")
+        column["whole"] = _png_uri(_with_box(_grey(image), *zoom))
+        column["zoom"] = _png_uri(_grey(image[zoom]))
+    return {"columns": columns, "colour_bar": _colour_bar(vmax)}
 
 
 def history_figure(histories: dict[str, pd.DataFrame], column: str, ylabel: str, log: bool = False) -> bytes | None:

@@ -88,6 +88,15 @@ def below_bicubic(psnr_db: float, bicubic_db: float | None, profile: str,
     return {"tag": f"{'below' if gap < 0 else 'at'} bicubic", "gap": f"{gap:+.2f} dB", "detail": detail}
 
 
+def ssim_below_bicubic(ssim: float, bicubic_ssim: float | None) -> dict[str, str] | None:
+    """The marker of a mean SSIM at or below bicubic's at its scale, else None (tagged as
+    :func:`below_bicubic` tags PSNR; a method may beat bicubic in PSNR and lose in SSIM)."""
+    if bicubic_ssim is None or ssim > bicubic_ssim:
+        return None
+    gap = ssim - bicubic_ssim
+    return {"tag": f"SSIM {'below' if gap < 0 else 'at'} bicubic", "gap": f"{gap:+.4f}", "detail": ""}
+
+
 def _number(value: Any) -> float | None:
     """A summary cell as a float, or None when it is empty or NaN (one seed has no spread)."""
     try:
@@ -185,6 +194,7 @@ def table2_rows(summary: pd.DataFrame, per_image: dict[str, pd.DataFrame], confi
                 if own is not None and bic_images is not None:
                     row["ci"] = paired_comparison(own, bic_images)["ci"]
                 row["note"] = below_bicubic(r["psnr"], bic["psnr"], config["profile"], job_train_settings(config, job))
+                row["ssim_note"] = ssim_below_bicubic(r["ssim"], bic["ssim"])
             rows.append(row)
     return rows
 
@@ -246,8 +256,10 @@ def table1_rows(summary: pd.DataFrame, config: dict[str, Any]) -> list[dict[str,
     part = summary[(summary["method"] == "proposed") & (summary["scale"] == 2)].set_index("strategy")
     bic = _bicubic_psnr(summary, 2)
     rows = []
+    bic_ssim = None
     if bic is not None:
         r = summary[(summary["method"] == "bicubic") & (summary["scale"] == 2)].iloc[0]
+        bic_ssim = r["ssim"]
         pub = paper.TABLE2["bicubic"][2]
         rows.append({"strategy": paper.DISPLAY_NAMES["bicubic"], "psnr": r["psnr"], "ssim": r["ssim"],
                      "paper_psnr": pub[0], "paper_ssim": pub[1], "paper_table": 2, "diff_psnr": r["psnr"] - pub[0],
@@ -260,7 +272,8 @@ def table1_rows(summary: pd.DataFrame, config: dict[str, Any]) -> list[dict[str,
             rows.append({"strategy": name, "psnr": r["psnr"], "ssim": r["ssim"], "paper_psnr": pub[0],
                          "paper_ssim": pub[1], "paper_table": 1, "diff_psnr": r["psnr"] - pub[0],
                          "init": strategy_init(config, strategy), "schedule": schedule(settings),
-                         "note": below_bicubic(r["psnr"], bic, config["profile"], settings), **seed_spread(r, "proposed")})
+                         "note": below_bicubic(r["psnr"], bic, config["profile"], settings),
+                         "ssim_note": ssim_below_bicubic(r["ssim"], bic_ssim), **seed_spread(r, "proposed")})
     return rows
 
 
@@ -319,6 +332,24 @@ def leakage_comparison(config: dict[str, Any], summary: pd.DataFrame, per_image:
     name = paper.DISPLAY_NAMES.get(job.model, job.model) if job.strategy in (None, "multi") else job.name
     return {"name": name, "job": job.name, "scale": job.scale, "rows": rows, "difference": difference, "se": se,
             "beyond_seeds": beyond}
+
+
+def split_rows(split: pd.DataFrame, index: pd.DataFrame, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Which series and patients are in training, validation and test: one row per series of split.csv
+    (training, then test, then unused; by patient within each), with its slices and, for a training
+    series, how many of them are validation slices (:func:`mrsr.data.patches.validation_slice_ids`,
+    as the patches job chose them: held out of training, the per-epoch validation PSNR)."""
+    from mrsr.data.patches import validation_slice_ids
+
+    val_ids = validation_slice_ids(index, split, config["train"]["val_slices"], config["split"]["seed"])
+    val_per_series = index[index["slice_id"].isin(val_ids)].groupby("series_key").size()
+    order = {"train": 0, "test": 1, "unused": 2}
+    rows = []
+    for r in split.sort_values(["split", "patient_id", "series_key"], key=lambda c: c.map(order) if c.name == "split" else c).itertuples():
+        val = int(val_per_series.get(r.series_key, 0))
+        rows.append({"split": r.split, "patient": r.patient_id, "series": r.series_description, "key": r.series_key,
+                     "uid": r.series_uid, "slices": int(r.n_slices), "validation": val})
+    return rows
 
 
 def _stem(path: Path) -> str:
