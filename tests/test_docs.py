@@ -108,6 +108,28 @@ def test_quickstart_opens_with_the_two_commands_ci_runs() -> None:
     assert commands == [MAIN_JOB, ci[0]], f"README Quickstart commands {commands}"
 
 
+#: A duration the README quotes: "11 min 36 s", "24 min", "1.83 s", "45 minutes".
+DURATION = re.compile(r"(?<![\w.])(\d+(?:\.\d+)? (?:min \d+ s|min|minutes|s|ms))\b")
+#: The kinds of machine docs/benchmarks.md measures on; a quoted time names one.
+MACHINE = re.compile(r"AMD EPYC|Intel Xeon|H100")
+DATE = re.compile(r"\b20\d\d-\d\d-\d\d\b")
+
+
+def test_every_readme_time_names_its_machine_and_is_dated_in_benchmarks() -> None:
+    """A time depends on the CPU: the README's paragraph (or list item) quoting it names the machine
+    kind, and docs/benchmarks.md has the figure in a section whose heading gives the date."""
+    sections = re.split(r"^## ", _text(ROOT / "docs" / "benchmarks.md"), flags=re.M)[1:]
+    quoted = 0
+    for paragraph in re.split(r"\n\s*\n|\n- ", _prose(_text(README))):
+        for figure in DURATION.findall(paragraph):
+            quoted += 1
+            assert MACHINE.search(paragraph), f"README quotes {figure!r} without naming its machine: {paragraph[:200]!r}"
+            short = figure.replace("minutes", "min")
+            assert any(short in " ".join(section.split()) and DATE.search(section.splitlines()[0]) for section in sections), (
+                f"README quotes {figure!r}: no dated section of docs/benchmarks.md gives it")
+    assert quoted >= 5, "the README quotes no times: the pattern no longer finds them"
+
+
 # (b) links -------------------------------------------------------------------------------------------
 
 def _slug(heading: str) -> str:

@@ -9,7 +9,7 @@ from mrsr.workflow_support import (BY_PATIENT, SEED_DIR, SEED_RE, SPLIT_DIR_RE, 
                                    source_digest)
 
 # Each profile writes to its own folders, so a quick run and a paper run coexist and neither can
-# read the other's files. dvc.yaml tracks the default profile's folders (its `vars: profile`).
+# read the other's files. dvc.yaml has stages for each profile it lists (its `vars: profiles`).
 PROFILE = config["profile"]
 PREPARED = f"data/prepared/{PROFILE}"
 STORE = f"{PREPARED}/store"
