@@ -23,7 +23,7 @@ rule train:
         train=lambda wc: job_train_settings(config, wildcard_job(wc), seed=int(wc.seed)),
         model=lambda wc: model_options(config, wildcard_job(wc).model),
         threads=cpu_threads,
-        code=code("train"),
+        code=lambda wc: code("train", wildcard_job(wc).model),
     threads: whole_machine()
     resources:
         gpu=1,
