@@ -4,7 +4,7 @@ configuration is one profile file, and what a job depends on beyond its files.
 
 - Job outputs: each (model, strategy, scale) is a training job named by :class:`mrsr.config.Job`
   (``proposed_multi_x2``); :func:`job_pattern` is the rules' ``{job}`` wildcard constraint, made
-  from that one definition and the model registry, so a wildcard matches exactly the names
+  from that one definition and the model spec (:mod:`mrsr.modelspec`), so a wildcard matches exactly the names
   ``Job.from_name`` accepts. Seeds and the split-leakage check add folder levels (:data:`SEED_DIR`,
   :data:`BY_PATIENT`) with constraints of their own (:data:`SEED_RE`, :data:`SPLIT_DIR_RE`).
 - :func:`profile_file`: a run's configuration is exactly one profile file, which every job reads.
@@ -13,7 +13,9 @@ configuration is one profile file, and what a job depends on beyond its files.
   it calls; each rule lists ``code(command)`` (:func:`source_digest`) among its params, a digest of
   the files of :func:`command_sources`: the import closure of the module of the ``mrsr`` command it
   runs, derived from the source, so a change to the code a command runs reruns that command's jobs
-  and no others. dvc.yaml's stages depend on the same files (tests/test_workflow.py checks that each
+  and no others. A rule whose jobs each run one model (train, evaluate) lists ``code(command,
+  model)``: the closure through that model's module only, and of the model spec that model's entry,
+  so editing one model's file reruns that model's jobs and those over every model. dvc.yaml's stages depend on the same files (tests/test_workflow.py checks that each
   stage's code deps are the union of its rules' command sources), so `dvc repro` and Snakemake
   agree on what a code change invalidates. The ingest rule's input is
   a folder of source data, whose own modification time says little (a fresh clone gives every file
