@@ -38,7 +38,7 @@ def test_default_and_paper_configs_are_valid(root, default_config):
         (lambda c: c["experiments"].append({"model": "fscwn", "scales": [3]}), r"experiments.\d+.scales.*supports scales 2, not 3"),
         (lambda c: c["model"].update(decnn={"residual_init": "ones"}), r"config key .model.decnn.residual_init."),
         (lambda c: c["experiments"][0].update(train={"epochs": 0}), r"config key .experiments.0.train.epochs."),
-        # settings that passed the schema and failed late (#14 class 7)
+        # settings that passed the schema and failed late
         (lambda c: c["train"].update(batch_size=32.0), r"'train.batch_size': 32.0 is not of type 'integer'"),
         (lambda c: c["train"].update(batch_size=1e9), r"'train.batch_size': 1000000000.0 is not of type 'integer'"),
         (lambda c: c["train"].update(batch_size=10**9), r"'train.batch_size': 1000000000 is greater than the maximum"),

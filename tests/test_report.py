@@ -159,7 +159,7 @@ def test_table1_has_bicubic_the_markers_and_each_initialisation(full, default_co
     config["experiments"][1]["train"] = {"steps_per_epoch": 30}
     assert table1_differences(table1_rows(summary, config)) == {"init": True, "schedule": True}
     assert "<th class=\"l\">Budget</th>" in render(config, inputs, curves={})
-    # The paper profile (issue #19): the bicubic/zero start for all three strategies and one budget, so
+    # The paper profile: the bicubic/zero start for all three strategies and one budget, so
     # only the start differs (single has no image path); with He everywhere nothing differs.
     paper = yaml.safe_load((root / "config/paper.yaml").read_text())
     assert [strategy_init(paper, s) for s in ("single", "double", "multi")] == [

@@ -279,7 +279,7 @@ def test_unsafe_entry_names(name):
         check_entry_name(name)
 
 
-# ------------------------------------------------------ a hostile server (#14 class 6): bounded
+# ------------------------------------------------------ a hostile server: bounded ------------
 CHILD = """
 import resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))  # a guard for the shared machine; the test checks the RSS

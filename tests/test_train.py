@@ -111,7 +111,7 @@ def test_compiled_step_equals_eager_step():
     np.testing.assert_allclose(results[0], results[1], rtol=1e-4)
 
 
-# ------------------------------------------------------ checkpoints: one file, fingerprinted (#14)
+# ------------------------------------------------------ checkpoints: one file, fingerprinted -----
 def _ckpt(weights):
     return weights.with_name(weights.stem + ".ckpt.safetensors")
 
@@ -171,7 +171,7 @@ def test_torn_checkpoint_and_killed_temporaries_are_not_trusted(tmp_path, patche
     assert not stale.exists() and weights.exists()
 
 
-# ------------------------------------------------- settings that failed late (#14 class 7)
+# ------------------------------------------------- settings that fail late ------------
 def test_infinite_gradient_norm_stops_training_like_a_nan_loss(tmp_path, patches, tiny_config):
     """lr 1e6 with adjustable clipping: the loss can stay finite while the gradient norm is Inf."""
     tiny_config["train"].update(optimizer="sgd", lr=1e6, epochs=3, steps_per_epoch=4)
@@ -221,7 +221,7 @@ def test_lr_size_larger_than_the_images_names_the_key(tmp_path):
         make_patches(tmp_path / "store", split, 2, 19, 11, 0, 0)
 
 
-# ------------------------------------------------ per-model recipes (issue #13) -------------------
+# ------------------------------------------------ per-model recipes --------------------------------
 def test_parameter_groups_get_their_configured_rates(train_config):
     """SRCNN as published: 1e-4 for the first two layers, 1e-5 (x 0.1) for the last."""
     from mrsr.train import make_optimizer

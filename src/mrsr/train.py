@@ -496,7 +496,7 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
     train_step = make_train_step(model, optimizer, fast, device, loss_reduction=cfg.loss_reduction)
     sync_every = fast.sync_every
     print(f"{job.name}: {n} patches, {steps} steps of {cfg.batch_size} per epoch, device {device}, {fast}")
-    # Where the time goes outside the steps (issue #12: a run took longer than the step rate says).
+    # Where the time goes outside the steps (a run can take longer than its step rate says).
     timing: dict[str, Any] = {"setup_s": time.perf_counter() - t_setup, "first_step_s": None}
     last_checkpoint = time.monotonic()
 
