@@ -178,12 +178,15 @@ def validate_config(config: dict[str, Any], base_dir: str | Path | None = None) 
 
 
 def config_schema() -> dict[str, Any]:
-    """The configuration's JSON Schema: workflow/schemas/config.schema.yaml with its ``model`` section's
-    ``properties`` filled in from :data:`mrsr.modelspec.MODEL_SPECS` (each model's ``options``)."""
+    """The configuration's JSON Schema: workflow/schemas/config.schema.yaml with what the model spec
+    states filled in from :data:`mrsr.modelspec.MODEL_SPECS`: the ``model`` section's ``properties``
+    (each model's ``options``) and the strategies an experiment may name."""
     schema = yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
     schema["properties"]["model"]["properties"] = {
         name: {"type": "object", "additionalProperties": False, "properties": copy.deepcopy(spec.options)}
         for name, spec in MODEL_SPECS.items()}
+    strategies = sorted({s for spec in MODEL_SPECS.values() for s in spec.strategies if s is not None})
+    schema["properties"]["experiments"]["items"]["properties"]["strategy"]["enum"] = [*strategies, None]
     return schema
 
 
