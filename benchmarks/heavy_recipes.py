@@ -4,7 +4,8 @@ Every arm of a network is config/paper.yaml's job at x2 with one change to its r
 real loop (:func:`mrsr.train.train`) from the same start (each network's profile initialisation: the
 proposed net's bicubic/zero deconvolutions, de-CNN's and FSCWN's zero last layer), the same seed (0)
 and the same compute: ``--steps`` optimiser steps of the same number of LR pixels per batch (128
-patches of 14 x 14, or fewer larger patches: 24 of 32 x 32, 11 of 48 x 48). Each arm runs its whole
+patches of 14 x 14, or 11 of 48 x 48: larger than the 39-pixel receptive field of the
+proposed net's 19 convolutions, which a 14-pixel patch fills with zero padding). Each arm runs its whole
 schedule inside the window (the paper's step schedule, lr / 10 every fifth of the run; cosine to 1 %),
 so no arm is judged half-way down another's schedule. Validation: the PSNR of ``--val-slices`` whole
 slices held out of the training series (never the test split), every ``--every`` steps, and at the
@@ -54,20 +55,19 @@ ARMS: dict[str, dict[str, tuple[dict[str, Any], int | None]]] = {
         "paper-sgd": ({}, None),
         "paper-sgd-wd-conv": ({"weight_decay_params": "conv_weights"}, None),
         "adam2e-4-cos": ({**ADAM, "lr": 2e-4, "param_groups": {}}, None),
-        "adam2e-4-cos-p32": ({**ADAM, "lr": 2e-4, "param_groups": {}}, 32),
         "adam2e-4-cos-p48": ({**ADAM, "lr": 2e-4, "param_groups": {}}, 48),
     },
     "decnn": {
         "adam1e-4-cos": ({}, None),
         "adam2e-4-cos": ({"lr": 2e-4}, None),
         "adam5e-4-cos": ({"lr": 5e-4}, None),
-        "adam2e-4-cos-p32": ({"lr": 2e-4}, 32),
+        "adam2e-4-cos-p48": ({"lr": 2e-4}, 48),
     },
     "fscwn": {
         "adam1e-4-cos": ({}, None),
         "adam2e-4-cos": ({"lr": 2e-4}, None),
         "adam5e-4-cos": ({"lr": 5e-4}, None),
-        "adam2e-4-cos-p32": ({"lr": 2e-4}, 32),
+        "adam2e-4-cos-p48": ({"lr": 2e-4}, 48),
     },
 }
 
@@ -213,8 +213,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for the arms' patches, weights and curves")
     parser.add_argument("--models", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--arms", nargs="+", help="only these arms (names as in ARMS)")
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--every", type=int, default=50, help="steps between validations")
+    parser.add_argument("--steps", type=int, default=300, help="optimiser steps per arm (300: 3 epochs of the sample's x2 patches)")
+    parser.add_argument("--every", type=int, default=60, help="steps between validations")
     parser.add_argument("--val-slices", type=int, default=16, help="held-out training-series slices")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--figure", type=Path, default=ROOT / "docs" / "figures" / "heavy_recipes.png")

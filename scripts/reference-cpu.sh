@@ -22,7 +22,8 @@ profile=config/paper-cpu.yaml
 mrsr reference profile --check
 # The prepared data (ingest, split, patches) first, then the committed jobs on top: newer than the
 # patches they were trained on, so Snakemake (rerun triggers: mtime only) takes them as done.
-snakemake --cores "$cores" prepare --configfile "$profile" --quiet rules
+# (targets come before --configfile, which takes every value after it)
+snakemake --cores "$cores" prepare --quiet rules --configfile "$profile"
 mrsr reference restore
 # The shipped networks (100 epochs) on the same test split, once.
 for weights in src/mrsr/zoo/*.safetensors; do
@@ -39,9 +40,10 @@ for job in $(mrsr reference pending); do
   ((done_jobs < max_jobs)) || break
   echo "== $job: $(date -u +%FT%TZ)"
   scale=${job##*_x} results=results/paper-cpu
-  nice -n 19 snakemake --cores "$cores" --rerun-triggers mtime --configfile "$profile" --quiet rules \
+  nice -n 19 snakemake --cores "$cores" \
     "$results/metrics/per_image/seed0/$job.csv" "$results/examples/seed0/$job.npz" \
-    "$results/metrics/per_image/bicubic_x$scale.csv" "$results/examples/bicubic_x$scale.npz"
+    "$results/metrics/per_image/bicubic_x$scale.csv" "$results/examples/bicubic_x$scale.npz" \
+    --rerun-triggers mtime --quiet rules --configfile "$profile"
   mrsr reference collect "$job"
   if ((commit)); then
     git add docs/reference/cpu

@@ -69,3 +69,40 @@ def test_check_finds_a_summary_that_disagrees_and_a_job_half_committed(tmp_path)
     assert any(f"{job}'s PSNR" in p for p in reference.check(tmp_path))
     (tmp_path / reference.committed(reference.workflow_files(job)["history"])).unlink()
     assert any(p.startswith(f"{job}: only") for p in reference.check(tmp_path))
+
+
+def _snakemake(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    # targets before --configfile, which takes every value after it
+    return subprocess.run(["snakemake", "--cores", "2", *args, "--configfile", "config/paper-cpu.yaml"], cwd=repo,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_restored_jobs_are_done_for_snakemake_and_the_rest_is_planned(tmp_path):
+    """In a fresh copy with the data prepared, `mrsr reference restore` makes a committed job's training
+    and evaluation done for Snakemake (rerun triggers: mtime), while a job not committed is planned;
+    the same files copied before the data was prepared (older than the patches) would be retrained."""
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    for name in ("Snakefile", "config.yaml", "config", "workflow", "data/btp-sample"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, repo / name)
+    prepared = _snakemake(repo, "data/prepared/paper-cpu/patches/x2.npz")
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    job = "fsrcnn_x2"
+    for path in [*reference.workflow_files(job).values(), *reference.bicubic_files(2).values()]:
+        target = repo / reference.committed(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"committed " + path.name.encode())
+    assert reference.done_jobs(repo) == [job]
+    restored = mrsr("reference", "restore", cwd=repo)
+    assert restored.returncode == 0 and "restored 1 committed jobs" in restored.stdout
+    assert (repo / reference.workflow_files(job)["weights"]).read_bytes() == b"committed fsrcnn_x2.safetensors"
+    targets = [str(p) for p in (*reference.workflow_files(job).values(), *reference.bicubic_files(2).values())]
+    dry = _snakemake(repo, "--rerun-triggers", "mtime", "-n", *targets)
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-2000:]
+    other = _snakemake(repo, "--rerun-triggers", "mtime", "-n", "results/paper-cpu/metrics/per_image/seed0/srcnn_x2.csv")
+    assert "rule train:" in other.stdout and "srcnn_x2" in other.stdout
+    # The patches made after the committed files: the job is stale again (why restore comes after prepare).
+    (repo / "data/prepared/paper-cpu/patches/x2.npz").touch()
+    stale = _snakemake(repo, "--rerun-triggers", "mtime", "-n", *targets)
+    assert "rule train:" in stale.stdout and job in stale.stdout
