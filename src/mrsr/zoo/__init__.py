@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from mrsr.config import Job, file_sha256, job_train_settings, load_config, model_options
+from mrsr.config import Job, file_sha256, job_train_settings, load_config, model_options, train_defaults
 from mrsr.errors import UsageError, existing_file
 from mrsr.io import atomic_path, write_json, write_text
 
@@ -186,9 +186,12 @@ def recipe_mismatches(sidecar: dict[str, Any], config: dict[str, Any]) -> list[s
     if (options := model_options(config, job.model)) != sidecar["options"]:
         out.append(f"model.{job.model}: {sidecar['options']} shipped, {options} in the profile")
     wanted = job_train_settings(config, job, seed=int(sidecar["seed"]))
+    # A setting added after the network was trained is read as its schema default: every default
+    # reproduces the training as it was before the setting existed.
+    shipped = {**train_defaults(), **sidecar["train"]}
     for key in sorted(set(wanted) - RUN_ENVIRONMENT_KEYS):
-        if sidecar["train"].get(key, "<absent>") != wanted[key]:
-            out.append(f"train.{key}: {sidecar['train'].get(key, '<absent>')!r} shipped, {wanted[key]!r} in the profile")
+        if shipped.get(key, "<absent>") != wanted[key]:
+            out.append(f"train.{key}: {shipped.get(key, '<absent>')!r} shipped, {wanted[key]!r} in the profile")
     return out
 
 
