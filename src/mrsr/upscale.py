@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     given = args.model
     args.model = resolve_model(given, args.scale)  # a ZooError (unknown name, bad checksum) exits 2
     # the shipped name that selected the weights (checksummed); a weights path is recorded as a file
-    shipped = args.model.stem if given is None or is_shipped_name(given) else None    try:
+    shipped = args.model.stem if given is None or is_shipped_name(given) else None
+    try:
         model, meta = load_model(args.model)
     except WeightsError as exc:
         print(f"error: {exc}", file=sys.stderr)

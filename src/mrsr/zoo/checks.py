@@ -96,6 +96,6 @@ def verify(config_path: Path | None = None, folder: Path | None = None, recomput
                 figures = figures_of(testset, zoo_dir(folder) / card.weights.file, card.model, card.scale,
                                      card.evaluation)
                 problems += [f"{name}: {line}" for line in differences(card.test, figures)]
-                notes.append(f"{name}: recomputed test PSNR {figures['psnr']:.2f} dB (card {card.test['psnr']:.2f}), "
+                notes.append(f"{name}: recomputed test PSNR {figures['psnr']:.4f} dB (card {card.test['psnr']:.4f}), "
                              f"SSIM {figures['ssim']:.4f} (card {card.test['ssim']:.4f})")
     return problems, notes

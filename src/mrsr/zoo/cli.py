@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mrsr.errors import existing_file
 from mrsr.io import clean_stale_temporaries, write_text
+from mrsr.zoo.commit import recover
 from mrsr.zoo.manifest import NAME_RULE, ZooError, read_manifest, zoo_dir
 
 
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if args.recompute and not args.verify:
         raise ZooError("--recompute: only with --verify")
     if args.add or args.default:
+        recover(zoo_dir(args.zoo))  # first: a committed change's temporaries are not stale
         for stale in clean_stale_temporaries(zoo_dir(args.zoo)):
             print(f"removed {stale}: left by an interrupted mrsr models")
     if args.add:

@@ -58,6 +58,7 @@ class Change:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.staged: list[tuple[Path, str]] = []
+        self.committed = False
 
     def stage(self, name: str, suffix: str = "") -> Path:
         """A temporary beside ``folder/name`` to write the new content to (``name``: a file name only)."""
@@ -70,12 +71,14 @@ class Change:
     def commit(self) -> None:
         """Write the journal (the commit point), rename every staged file onto its target, drop the journal."""
         write_json(self.folder / JOURNAL, [[tmp.name, name] for tmp, name in self.staged])
+        self.committed = True  # from here on the temporaries belong to the journal: never discarded
         with _signals_deferred():
             recover(self.folder)
-        self.staged = []
 
     def discard(self) -> None:
-        """Remove the staged temporaries of a change that is not committed."""
+        """Remove the staged temporaries of a change whose journal was never written."""
+        if self.committed:
+            return
         for tmp, _ in self.staged:
             tmp.unlink(missing_ok=True)
         self.staged = []
