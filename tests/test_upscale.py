@@ -405,7 +405,7 @@ def test_upscale_and_ingest_refuse_a_bad_file_with_the_same_reason(tmp_path):
     from dicom_fixtures import reject_cases
 
     cases = reject_cases(tmp_path, generate_uid())
-    jobs, skipped = collect_inputs([tmp_path / "bad"], tmp_path / "out", "_x2")
+    jobs, skipped, _ = collect_inputs([tmp_path / "bad"], tmp_path / "out", "_x2")
     reasons = {Path(path).name: reason for path, reason in skipped}
     shared = ["text", "no pixels", "rgb", "palette", "1-D", "truncated pixels", "truncated header", "cut before pixels"]
     for name in shared:

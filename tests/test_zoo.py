@@ -60,6 +60,12 @@ def test_fsrcnn_x2_ships_inside_the_package_small_and_committed(root):
     assert not list(zoo.ZOO_DIR.glob("*.pt*")) and not list(zoo.ZOO_DIR.glob("*.pkl"))
 
 
+def test_the_zoo_package_is_small_modules(root):
+    sizes = {p.name: len(p.read_text().splitlines()) for p in (root / "src/mrsr/zoo").glob("*.py")}
+    assert {"manifest.py", "shipping.py", "cards.py", "cli.py"} <= set(sizes)
+    assert max(sizes.values()) <= 250, sizes
+
+
 def test_upscale_a_sample_nifti_with_a_shipped_name(root, tmp_path):
     out = tmp_path / "sr"
     assert mrsr("upscale", "--model", "fsrcnn-x2", "--out", out, root / SAMPLE_SCAN) == 0

@@ -101,7 +101,7 @@ def listed(folder: Path) -> dict:
 
 def test_add_ships_the_figures_of_the_weights_it_ships(workflow_tree, tmp_path, zoo_copy, small_scan, capsys):
     tree = tree_copy(workflow_tree, tmp_path)
-    assert mrsr("models", "--add", tree / WEIGHTS, "--name", "espcn-quick-x2", "--zoo", zoo_copy) == 0
+    assert mrsr("models", "--add", tree / WEIGHTS, "--name", "espcn-quick-x2", "--runs", 2, "--zoo", zoo_copy) == 0
     card = listed(zoo_copy)["espcn-quick-x2"]
     evaluated = pd.read_csv(tree / CSV)  # mrsr evaluate, run independently on the same split
     assert card["test"]["psnr"] == pytest.approx(evaluated["psnr"].mean(), abs=1e-6)
@@ -132,7 +132,7 @@ def test_the_default_name_never_replaces_a_shipped_network(workflow_tree, tmp_pa
     err = capsys.readouterr().err
     assert "espcn-x2" in err and "--replace" in err
     assert zoo_bytes(zoo_copy) == before
-    assert mrsr("models", "--add", tree / WEIGHTS, "--replace", "--zoo", zoo_copy) == 0
+    assert mrsr("models", "--add", tree / WEIGHTS, "--replace", "--runs", 2, "--zoo", zoo_copy) == 0
     manifest = json.loads((zoo_copy / "manifest.json").read_text())
     assert manifest["models"]["espcn-x2"]["weights"]["sha256"] != json.loads(before["manifest.json"])["models"][
         "espcn-x2"]["weights"]["sha256"]
@@ -160,7 +160,7 @@ def test_an_add_interrupted_at_any_write_leaves_the_zoo_before_or_after(workflow
 
     monkeypatch.setattr(os, "replace", replace)
     try:
-        rc = mrsr("models", "--add", tree / WEIGHTS, "--name", "probe-x2", "--zoo", zoo_copy)
+        rc = mrsr("models", "--add", tree / WEIGHTS, "--name", "probe-x2", "--runs", 2, "--zoo", zoo_copy)
     except KeyboardInterrupt:
         rc = "traceback"
     monkeypatch.setattr(os, "replace", real)
@@ -245,7 +245,7 @@ def test_the_default_of_a_scale_changes_only_on_purpose(workflow_tree, tmp_path,
     import nibabel as nib
 
     tree = tree_copy(workflow_tree, tmp_path)
-    assert mrsr("models", "--add", tree / WEIGHTS, "--name", "espcn-quick-x2", "--zoo", zoo_copy) == 0
+    assert mrsr("models", "--add", tree / WEIGHTS, "--name", "espcn-quick-x2", "--runs", 2, "--zoo", zoo_copy) == 0
     assert json.loads((zoo_copy / "manifest.json").read_text())["defaults"]["2"]["name"] == "fsrcnn-x2"
     assert mrsr("models", "--default", "espcn-x2", "--zoo", zoo_copy) == 2  # no message: refused
     assert "--message" in capsys.readouterr().err

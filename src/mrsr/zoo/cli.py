@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replace", action="store_true", help="with --add: replace a network of that name")
     parser.add_argument("--trained-on", help="with --add: the training machine (default: this machine's CPU)")
     parser.add_argument("--threads", type=int, default=0, help="with --add: torch threads for the CPU time (0: all)")
+    parser.add_argument("--runs", type=int, default=20, help="with --add: timed passes for the CPU time (default 20)")
     parser.add_argument("--default", metavar="NAME", help="make NAME the default network of its scale")
     parser.add_argument("--message", help="with --default: why (kept in the manifest's changelog)")
     parser.add_argument("--cards", type=Path, metavar="MD", help="write the model cards (docs/model-zoo.md)")
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"removed {stale}: left by an interrupted mrsr models")
     if args.add:
         name, card = ship(args.add, name=args.name, replace=args.replace, machine=args.trained_on, folder=args.zoo,
-                          threads=args.threads, sample=args.sample, per_image=args.per_image)
+                          threads=args.threads, runs=args.runs, sample=args.sample, per_image=args.per_image)
         print(f"shipped {name}: x{card.scale}, test PSNR {card.test['psnr']:.2f} dB "
               f"({card.test['gain_db']:+.2f} dB over bicubic), {card.cpu['ms_per_slice']:.1f} ms/slice")
     if args.default:
