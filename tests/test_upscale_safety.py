@@ -168,7 +168,8 @@ def test_trained_weights_and_checkpoints_honour_the_umask(tmp_path, patches, def
 
 def test_ctrl_c_of_upscale_is_one_line_and_leaves_nothing_half_written(tmp_path):
     big = tmp_path / "big.nii.gz"
-    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((256, 256, 200)).astype(np.float32), np.eye(4)), big)
+    volume = np.random.default_rng(0).integers(0, 1000, (256, 256, 400), dtype=np.int16)  # minutes of work
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), big)
     proc = subprocess.Popen(command("upscale", "--model", "srcnn-x2", "--threads", 1, "--out", tmp_path / "out", big),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
     time.sleep(8)  # past the imports, inside the volume

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import shutil
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np

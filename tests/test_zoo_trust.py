@@ -180,9 +180,10 @@ def test_ctrl_c_during_add_is_one_line_and_leaves_the_zoo_as_it_was(workflow_tre
     tree = tree_copy(workflow_tree, tmp_path)
     before = zoo_bytes(zoo_copy)
     env = {**os.environ, "PYTHONPATH": str(SRC)}
+    # --runs 100000: the timing alone would take minutes, so the signal surely finds it at work
     proc = subprocess.Popen([sys.executable, "-m", "mrsr.cli", "models", "--add", str(tree / WEIGHTS), "--name",
-                             "probe-x2", "--zoo", str(zoo_copy)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=tmp_path)
+                             "probe-x2", "--runs", "100000", "--zoo", str(zoo_copy)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     time.sleep(6)  # past the imports: evaluating or timing the weights
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGINT)
@@ -196,16 +197,20 @@ def test_ctrl_c_during_add_is_one_line_and_leaves_the_zoo_as_it_was(workflow_tre
 
 
 @pytest.mark.parametrize("name", ["../../../../escape-x2", "../escape", "fsrcnn-x2.v2", "FSRCNN-x2", "fsrcnn_x2",
-                                  "espcn-x3", "/tmp/abs-x2", "probe"])
+                                  "espcn-x3", "ABSOLUTE/abs-x2", "probe"])
 def test_only_documented_names_are_shipped_and_nothing_is_written_outside(workflow_tree, tmp_path, zoo_copy,
                                                                           capsys, name):
     tree = tree_copy(workflow_tree, tmp_path)
     before = zoo_bytes(zoo_copy)
+    name = name.replace("ABSOLUTE", str(tmp_path / "elsewhere"))
     assert mrsr("models", "--add", tree / WEIGHTS, "--name", name, "--zoo", zoo_copy) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--name" in err, err
     assert zoo_bytes(zoo_copy) == before
-    assert not [p for p in tmp_path.rglob("*escape*")] and not Path("/tmp/abs-x2.json").exists()
+    for suffix in (".json", ".safetensors"):  # where a name used as a path would have written
+        target = (zoo_copy / f"{name}{suffix}").resolve()
+        assert target.parent == zoo_copy or not target.exists(), target
+    assert not [p for p in tmp_path.rglob("*escape*")] and not (tmp_path / "elsewhere").exists()
 
 
 # --- verify ----------------------------------------------------------------------------------------

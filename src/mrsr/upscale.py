@@ -29,7 +29,11 @@ without ``--overwrite``, ...) or when the weights or the device cannot be used.
 
 Outputs appear complete or not at all: files are renamed into place once written, a DICOM series
 folder once all its files are in, and the next run removes what a killed run left half-written.
-An output that exists already (an earlier run's) is not replaced unless ``--overwrite`` is given. Skipped inputs are reported by name and reason; the others are still written.
+An output that exists already (an earlier run's) is not replaced unless ``--overwrite`` is given, and
+the name is claimed at the rename itself, so a run beside this one cannot replace it either. A run
+never replaces a file it reads, and never reads its own outputs: where ``--out`` lies inside an input
+folder, entries under it named as outputs are left out. Skipped inputs are reported by name and
+reason; the others are still written; the summary names only the files this run wrote.
 Weights load only through :func:`mrsr.weights.load_model` (safetensors plus a JSON sidecar); pickles
 (.pt/.pth/...) are refused because loading them can run arbitrary code. A shipped network is loaded
 only after its files pass their SHA-256 check (:func:`mrsr.zoo.resolve_model`).

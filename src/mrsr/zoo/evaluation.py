@@ -46,12 +46,17 @@ class SampleEvaluator:
     def __enter__(self) -> SampleEvaluator:
         from mrsr.data.ingest import ingest
 
-        self.store = Path(self._tmp.name) / "store"
+        self.store = self.workdir / "store"
         ingest("sample", self.sample, self.store)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._tmp.cleanup()
+
+    @property
+    def workdir(self) -> Path:
+        """A private folder that lives as long as this object's ``with`` block."""
+        return Path(self._tmp.name)
 
     def split(self, settings: dict[str, Any]):
         """The split table of ``settings`` (``by``, ``seed``, ``train_sequences``, ``test_sequences``)."""

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from mrsr.config import Job, file_sha256
+from mrsr.config import Job
 from mrsr.zoo.commit import Change
 from mrsr.zoo.evaluation import PSNR_TOLERANCE_DB, SampleEvaluator, figures_of, find_sample, spec_for
 from mrsr.zoo.manifest import MANIFEST, Card, FileRef, Manifest, ZooError, check_name, read_manifest, zoo_dir
@@ -146,13 +146,12 @@ def ship(weights: Path, *, name: str | None = None, replace: bool = False, machi
     import json
 
     from mrsr.machine import cpu_info
-    from mrsr.weights import WeightsError, load_model, read_sidecar, sidecar_path
+    from mrsr.weights import WeightsError, load_model, sidecar_path
 
     target = zoo_dir(folder)
     manifest = read_manifest(folder, must_exist=any(target.glob("*.safetensors")))
     try:
         model, meta = load_model(weights)  # refuses pickles, mismatched headers, weights that do not fit
-        read_sidecar(weights)
     except WeightsError as exc:
         raise ZooError(str(exc)) from exc
     if "config" not in meta or "train" not in meta:
@@ -165,7 +164,7 @@ def ship(weights: Path, *, name: str | None = None, replace: bool = False, machi
                        f"{old.test['gain_db']:+.2f} over bicubic); give --replace to replace it, or another --name")
     with SampleEvaluator(find_sample(sample)) as testset:
         # One private copy: the bytes evaluated, timed, hashed and shipped are the same.
-        copy = Path(testset._tmp.name) / "weights.safetensors"
+        copy = testset.workdir / "weights.safetensors"
         shutil.copyfile(weights, copy)
         shutil.copyfile(sidecar_path(weights), sidecar_path(copy))
         spec = spec_for(copy, meta["config"], job.scale)
