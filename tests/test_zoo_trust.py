@@ -145,7 +145,7 @@ def test_the_default_name_never_replaces_a_shipped_network(workflow_tree, tmp_pa
 
 @pytest.mark.parametrize("cut", range(6))
 def test_an_add_interrupted_at_any_write_leaves_the_zoo_before_or_after(workflow_tree, tmp_path, zoo_copy,
-                                                                       monkeypatch, capsys, cut):
+                                                                       small_scan, monkeypatch, capsys, cut):
     """Ctrl-C at each rename into the zoo folder (weights, sidecar, manifest, and what stages them)."""
     tree = tree_copy(workflow_tree, tmp_path)
     before = zoo_bytes(zoo_copy)
@@ -172,8 +172,7 @@ def test_an_add_interrupted_at_any_write_leaves_the_zoo_before_or_after(workflow
         assert after["probe-x2.safetensors"] == (tree / WEIGHTS).read_bytes()
     else:
         assert after == before
-    assert mrsr("upscale", "--model", "fsrcnn-x2", "--scale", 2, "--out", tmp_path / "sr",
-                ROOT / "data/btp-sample/PGBM-002/T1post_pre-progression.nii.gz") == 0
+    assert mrsr("upscale", "--model", "fsrcnn-x2", "--scale", 2, "--out", tmp_path / "sr", small_scan) == 0
 
 
 def test_ctrl_c_during_add_is_one_line_and_leaves_the_zoo_as_it_was(workflow_tree, tmp_path, zoo_copy):
