@@ -242,6 +242,35 @@ def test_parameter_groups_get_their_configured_rates(train_config):
         make_optimizer(build_model("espcn", 2), train_config(param_groups={"upsample": 0.1}))
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_weight_decay_on_conv_weights_only(train_config, optimizer):
+    """weight_decay_params: conv_weights decays kernels and leaves biases and PReLU slopes alone; with
+    `all` (the default) every parameter decays. Measured on one step with zero gradients, where weight
+    decay is the only thing that moves a parameter."""
+    from mrsr.train import make_optimizer
+
+    def step(scope: str) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+        torch.manual_seed(0)
+        model = build_model("proposed", 2, "multi", features=8, units=2)
+        before = {name: p.detach().clone() for name, p in model.named_parameters()}
+        opt = make_optimizer(model, train_config(optimizer=optimizer, lr=0.1, momentum=0.0, weight_decay=0.5,
+                                                 weight_decay_params=scope, param_groups={"last": 0.1}))
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+            p.data.add_(1.0)  # no parameter at exactly zero (the zero-started deconvolution)
+            before[next(n for n, q in model.named_parameters() if q is p)] += 1.0
+        opt.step()
+        return model, before
+
+    model, before = step("conv_weights")
+    moved = {name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])}
+    kernels = {name for name, p in model.named_parameters() if p.ndim >= 2}
+    assert moved == kernels and any(p.ndim == 1 and "prelu" in n.lower() or n.endswith("bias")
+                                    for n, p in model.named_parameters() if n not in moved)
+    model, before = step("all")
+    assert all(not torch.equal(p.detach(), before[name]) for name, p in model.named_parameters())
+
+
 def test_schedules_per_step():
     from mrsr.train import LrSchedule
 

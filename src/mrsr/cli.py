@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("mrsr.zoo.cli", "list, verify and add the networks shipped with mrsr"),
     "benchmark": ("mrsr.benchmark", "CPU inference time of one model (JSON with the matmul roofline)"),
     "timing": ("mrsr.timing", "Table 3: CPU time of every evaluated method and scale on test slices"),
+    "reference": ("mrsr.reference", "the CPU reference run of Tables 1-2, committed job by job (docs/reference/cpu)"),
 }
 
 

@@ -208,6 +208,12 @@ def check_recipe_groups(model: str, global_train: dict[str, Any], overrides: dic
                                   "(group 'upsample') only")
 
 
+def train_defaults() -> dict[str, Any]:
+    """The schema's defaults of the global ``train`` section (the settings a profile may leave out)."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return {k: v["default"] for k, v in schema["properties"]["train"]["properties"].items() if "default" in v}
+
+
 def file_sha256(path: str | Path) -> str:
     """SHA-256 hex digest of a file's bytes."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()

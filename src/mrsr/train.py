@@ -84,6 +84,9 @@ class TrainConfig:
     lr: float
     momentum: float
     weight_decay: float
+    # "all" or "conv_weights": decay only the kernels (tensors of 2 or more dimensions), not biases
+    # or PReLU slopes.
+    weight_decay_params: str
     batch_size: int
     epochs: int
     steps_per_epoch: int | None
@@ -168,7 +171,10 @@ class LrSchedule:
 def optimizer_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     """One optimiser parameter group per non-empty named group of ``model``, at ``lr x multiplier``.
 
-    Each group dict carries ``name`` (kept in the optimiser's and the checkpoint's state).
+    Each group dict carries ``name`` (kept in the optimiser's and the checkpoint's state). With
+    ``train.weight_decay_params: conv_weights`` a named group's biases and PReLU slopes (tensors of
+    fewer than 2 dimensions) form a group of their own, ``NAME.no_decay``, at the same rate and
+    weight decay 0.
 
     Raises:
         ConfigError: ``train.param_groups`` names a group the model does not have.
@@ -179,8 +185,17 @@ def optimizer_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str,
     if unknown:
         raise ConfigError(f"config key 'train.param_groups': {type(model).__name__} has no group "
                           f"{', '.join(map(repr, unknown))}; its groups: {', '.join(named) or 'none'}")
-    return [{"params": params, "lr": cfg.lr * multipliers.get(name, 1.0), "name": name}
-            for name, params in named.items() if params]
+    groups = []
+    for name, params in named.items():
+        rate = cfg.lr * multipliers.get(name, 1.0)
+        if cfg.weight_decay_params == "conv_weights":
+            kernels = [p for p in params if p.ndim >= 2]
+            others = [p for p in params if p.ndim < 2]
+            groups += [{"params": kernels, "lr": rate, "name": name},
+                       {"params": others, "lr": rate, "name": f"{name}.no_decay", "weight_decay": 0.0}]
+        else:
+            groups.append({"params": params, "lr": rate, "name": name})
+    return [g for g in groups if g["params"]]
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fast: FastPath | None = None) -> torch.optim.Optimizer:
@@ -205,7 +220,8 @@ def effective_recipe(model: SuperResolver, cfg: TrainConfig, options: dict[str, 
     init = dict(cfg.init or {"all": "default"})
     return {
         "optimizer": cfg.optimizer, "lr": cfg.lr, "momentum": cfg.momentum if cfg.optimizer == "sgd" else None,
-        "weight_decay": cfg.weight_decay, "loss_reduction": cfg.loss_reduction,
+        "weight_decay": cfg.weight_decay, "weight_decay_params": cfg.weight_decay_params,
+        "loss_reduction": cfg.loss_reduction,
         "groups": {name: {"lr": cfg.lr * multipliers.get(name, 1.0), "multiplier": multipliers.get(name, 1.0),
                           "parameters": sum(p.numel() for p in params)}
                    for name, params in named.items() if params},
@@ -286,17 +302,22 @@ def make_train_step(model: SuperResolver, optimizer: torch.optim.Optimizer, fast
 
 
 @torch.inference_mode()
-def validation_psnr(model: SuperResolver, pairs: list[tuple[np.ndarray, np.ndarray]], border: int, device: torch.device) -> float:
-    """Mean PSNR over whole held-out slices, with the evaluation's crop and clipping."""
-    if not pairs:
-        return float("nan")
+def validation_psnrs(model: SuperResolver, pairs: list[tuple[np.ndarray, np.ndarray]], border: int,
+                     device: torch.device) -> list[float]:
+    """PSNR of each whole held-out slice, with the evaluation's crop and clipping (a paired
+    comparison of two runs compares these slice by slice)."""
     model.eval()
     values = []
     for lr, hr in pairs:
         sr = model(torch.from_numpy(lr)[None, None].to(device))[0, 0].float().cpu().numpy()
         values.append(psnr(crop_border(hr, border), crop_border(np.clip(sr, 0, 1), border)))
     model.train()
-    return float(np.mean(values))
+    return values
+
+
+def validation_psnr(model: SuperResolver, pairs: list[tuple[np.ndarray, np.ndarray]], border: int, device: torch.device) -> float:
+    """Mean PSNR over whole held-out slices (:func:`validation_psnrs`); NaN without slices."""
+    return float(np.mean(validation_psnrs(model, pairs, border, device))) if pairs else float("nan")
 
 
 # --- checkpoints: one safetensors file, the rest as JSON in its header (never a pickle) ----------

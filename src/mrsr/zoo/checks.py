@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mrsr.config import Job, job_train_settings, load_config, model_options
+from mrsr.config import Job, job_train_settings, load_config, model_options, train_defaults
 from mrsr.zoo.evaluation import SampleEvaluator, differences, figures_of, find_sample
 from mrsr.zoo.manifest import Manifest, file_problems, read_manifest, read_shipped_sidecar, unlisted_files, zoo_dir
 
@@ -27,9 +27,12 @@ def recipe_mismatches(sidecar: dict[str, Any], config: dict[str, Any]) -> list[s
     if (options := model_options(config, job.model)) != sidecar["options"]:
         out.append(f"model.{job.model}: {sidecar['options']} shipped, {options} in the profile")
     wanted = job_train_settings(config, job, seed=int(sidecar["seed"]))
+    # A setting added after the network was trained is read as its schema default: every default
+    # reproduces the training as it was before the setting existed.
+    shipped = {**train_defaults(), **sidecar["train"]}
     for key in sorted(set(wanted) - RUN_ENVIRONMENT_KEYS):
-        if sidecar["train"].get(key, "<absent>") != wanted[key]:
-            out.append(f"train.{key}: {sidecar['train'].get(key, '<absent>')!r} shipped, {wanted[key]!r} in the profile")
+        if shipped.get(key, "<absent>") != wanted[key]:
+            out.append(f"train.{key}: {shipped.get(key, '<absent>')!r} shipped, {wanted[key]!r} in the profile")
     return out
 
 

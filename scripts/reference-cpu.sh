@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The CPU reference run (docs/reference/cpu, src/mrsr/reference.py): train the jobs of
+# config/paper-cpu.yaml not committed yet, one at a time, at the lowest CPU priority, and copy each
+# into docs/reference/cpu as soon as it finishes; with --commit, commit it at once, so a session that
+# stops loses at most the job it was running. A later run (any machine) restores the committed jobs
+# and goes on with the rest.
+#
+#   bash scripts/reference-cpu.sh [--commit] [--jobs N] [--cores N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+commit=0 max_jobs=1000 cores=2
+while (($#)); do
+  case $1 in
+    --commit) commit=1 ;;
+    --jobs) max_jobs=$2; shift ;;
+    --cores) cores=$2; shift ;;
+    *) echo "usage: bash scripts/reference-cpu.sh [--commit] [--jobs N] [--cores N]" >&2; exit 2 ;;
+  esac
+  shift
+done
+profile=config/paper-cpu.yaml
+mrsr reference profile --check
+# The prepared data (ingest, split, patches) first, then the committed jobs on top: newer than the
+# patches they were trained on, so Snakemake (rerun triggers: mtime only) takes them as done.
+# (targets come before --configfile, which takes every value after it)
+snakemake --cores "$cores" prepare --quiet rules --configfile "$profile"
+mrsr reference restore
+# The shipped networks (100 epochs) on the same test split, once.
+for weights in src/mrsr/zoo/*.safetensors; do
+  name=$(basename "$weights" .safetensors)
+  out=docs/reference/cpu/results/metrics/per_image/shipped/$name.csv
+  [[ -f $out ]] && continue
+  model=${name%-x*} scale=${name##*-x}
+  mkdir -p "$(dirname "$out")"
+  mrsr evaluate --method "$model" --weights "$weights" --scale "$scale" --store data/prepared/paper-cpu/store \
+    --split data/prepared/paper-cpu/split.csv --config "$profile" --threads "$cores" --out "$out"
+done
+done_jobs=0
+for job in $(mrsr reference pending); do
+  ((done_jobs < max_jobs)) || break
+  echo "== $job: $(date -u +%FT%TZ)"
+  scale=${job##*_x} results=results/paper-cpu
+  nice -n 19 snakemake --cores "$cores" \
+    "$results/metrics/per_image/seed0/$job.csv" "$results/examples/seed0/$job.npz" \
+    "$results/metrics/per_image/bicubic_x$scale.csv" "$results/examples/bicubic_x$scale.npz" \
+    --rerun-triggers mtime --quiet rules --configfile "$profile"
+  mrsr reference collect "$job"
+  if ((commit)); then
+    git add docs/reference/cpu
+    psnr=$(python -c "import pandas as p; s=p.read_csv('docs/reference/cpu/summary.csv'); r=s[s.job=='$job'].iloc[0]; print(f'{r.psnr:.2f} dB, {r.gain_db:+.2f} over bicubic')")
+    git commit -q -m "reference-cpu: $job ($psnr)" -- docs/reference/cpu
+  fi
+  done_jobs=$((done_jobs + 1))
+done
+mrsr reference check
