@@ -236,6 +236,9 @@ def resolve_model(model: str | None, scale: int | None, folder: Path | None = No
         if is_shipped_name(path.name) and not path.is_file() and path.name in read_manifest(folder).models:
             raise ZooError(f"--model {model}: the path {path.resolve()} is not a weights file; it is named like "
                            f"the shipped network {path.name}, which --model {path.name} (a bare name) selects")
+        if not path.exists():
+            shipped = ", ".join(sorted(read_manifest(folder).models)) or "none"
+            raise ZooError(f"--model {model}: no such weights file, nor a shipped network (shipped: {shipped})")
         return path
     manifest = read_manifest(folder)
     if model not in manifest.models and Path(model).exists():
