@@ -1,6 +1,6 @@
 """Benchmark: `mrsr upscale` against `mrsr benchmark` per output pixel, for the same model.
 
-Figures, machine and date: docs/benchmarks.md ("Upscale against benchmark"). Target (issue #15):
+Figures, machine and date: docs/benchmarks.md ("Upscale against benchmark"). Target:
 `mrsr upscale` within 1.2x of `mrsr benchmark`'s seconds per output pixel.
 
 What is timed, both as the user runs them (subprocesses of the real CLI, every core):

@@ -1,4 +1,4 @@
-"""The GPU check of issue #12: every figure the CPU cannot give, in one time-bounded run.
+"""The GPU check: every figure the CPU cannot give, in one time-bounded run.
 
 Run it through ``benchmarks/gpu_check.sh`` (which installs the offline wheels first);
 docs/gpu.md says how. It writes ``gpu_check.json`` (rewritten after every part, so a killed run
@@ -48,7 +48,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "config" / "paper.yaml"
 JOB = "proposed_multi_x2"
-# Targets of issue #12 (docs/benchmarks.md, "GPU check").
+# Targets (docs/benchmarks.md, "GPU check").
 TARGET_MFU = 0.25  # proposed multi x2, batch 128, of the bf16 datasheet peak
 TARGET_PROTOCOL_MIN = 45.0  # all 18 jobs of the paper's protocol on one H100
 # Seconds per part at most (the whole run is also capped by --budget-s).
@@ -238,7 +238,7 @@ def part_env(check: Check, budget: float) -> dict[str, Any]:
 def part_train_modes(check: Check, budget: float) -> dict[str, Any]:
     patches = synthetic_patches(check)
     # The proposed net in the CUDA default (cudagraphs): where its time goes. SRCNN (bicubic input,
-    # issue #12's compile failure) for the other two modes: its compilation takes seconds, not a minute.
+    # the graph that once failed to compile) for the other two modes: its compilation takes seconds, not a minute.
     modes = {"cudagraphs": (JOB, 65), "on": ("srcnn_x2", 35), "off": ("srcnn_x2", 20)}
     runs = []
     for mode, (job, share) in modes.items():

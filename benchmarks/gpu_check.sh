@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of issue #12 on one GPU machine, from the repository alone (no network), in at most
+# The GPU check on one GPU machine, from the repository alone (no network), in at most
 # about 8 minutes on one H100. Writes gpu_check.json and gpu_check.log to $OUT, or to the folder
 # given with --out (default ./gpu-check-out). What it measures: benchmarks/gpu_check.py's docstring
 # and docs/benchmarks.md, "GPU check".

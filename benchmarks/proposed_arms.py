@@ -11,7 +11,7 @@ comparison (the paper's first decay comes after 20 epochs, ~2,200 steps, far pas
 
 Arms (``--arms`` picks some):
   paper-as-was      the paper's SGD 0.1 (momentum 0.9, wd 1e-4, clip 0.4/lr) with torch's kaiming_normal_
-                    on the transposed convolutions (fan-in from the output maps: the code before #19)
+                    on the transposed convolutions (fan-in from the output maps, as torch.nn.init counts it)
   paper             the same with the fan-correct He initialisation (mrsr.models.blocks.he_normal_)
   paper-deconv0.1   + the feature deconvolution at 0.1 x the rate (param_groups {last: 0.1})
   bicubic-zero      + the image deconvolution starting as bicubic and the feature deconvolution at zero

@@ -1,5 +1,5 @@
 """The GPU fast path on the CPU: every paper job compiles like eager, ``mrsr train`` runs in each
-``train.compile`` mode, ``auto`` resolves per device, and device errors are one line (issue #12).
+``train.compile`` mode, ``auto`` resolves per device, and device errors are one line.
 
 CUDA-only modes (CUDA graphs, bf16 on tensor cores) run here only when a GPU is present; elsewhere
 they are skipped with the reason, and ``benchmarks/gpu_check.sh`` exercises them on a GPU machine.
@@ -97,7 +97,7 @@ def patches(tmp_path: Path) -> Path:
 
 
 def small_config(tmp_path: Path, name: str, **train_settings) -> Path:
-    """The paper profile, whole, with a small SRCNN (bicubic input: issue #12's compile failure) and a
+    """The paper profile, whole, with a small SRCNN (bicubic input: the graph that once failed to compile) and a
     budget of two epochs of three steps."""
     config = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
     config["experiments"] = [{"model": "srcnn", "scales": [2]}]
@@ -178,7 +178,7 @@ def test_auto_resolves_per_device(train_config, monkeypatch):
     cpu = FastPath.resolve(train_config(**auto), torch.device("cpu"))
     assert (cpu.bf16, cpu.channels_last, cpu.compile_mode, cpu.fused_optimizer, cpu.cudnn_benchmark,
             cpu.sync_every) == (False, False, None, False, False, 1)
-    # CPU, heavy nets (issue #19): channels_last always, bf16 only with bfloat16 instructions, no compile
+    # CPU, heavy nets: channels_last always, bf16 only with bfloat16 instructions, no compile
     for has_bf16 in (True, False):
         monkeypatch.setattr("mrsr.fastpath.cpu_has_bf16", lambda has_bf16=has_bf16: has_bf16)
         heavy = FastPath.resolve(train_config(**auto), torch.device("cpu"), heavy=True)
@@ -198,7 +198,7 @@ def test_auto_resolves_per_device(train_config, monkeypatch):
 
 
 def test_mfu_formula():
-    # The colleague's H100 figure: 40,323 samples/s x 3,232 MFLOP over 989.4 TFLOP/s = 13.2%.
+    # The H100 figure of mrsr.fastpath's docstring: 40,323 samples/s x 3,232 MFLOP over 989.4 TFLOP/s = 13.2%.
     assert mfu(40_323, 3.232e9, 989.4) == pytest.approx(0.1317, abs=1e-4)
 
 

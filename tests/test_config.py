@@ -9,8 +9,10 @@ import sys
 import pytest
 import yaml
 
-from mrsr.config import SCHEMA_PATH, ConfigError, Job, JobError, load_config, training_jobs, validate_config
+from mrsr.config import (SCHEMA_PATH, ConfigError, Job, JobError, config_schema, load_config, training_jobs,
+                         validate_config)
 from mrsr.models import MODEL_REGISTRY
+from mrsr.modelspec import GROUP_NAMES, MODEL_SPECS, ModelSpec, register
 
 
 def test_default_and_paper_configs_are_valid(root, default_config):
@@ -36,7 +38,7 @@ def test_default_and_paper_configs_are_valid(root, default_config):
         (lambda c: c["experiments"].append({"model": "fscwn", "scales": [3]}), r"experiments.\d+.scales.*supports scales 2, not 3"),
         (lambda c: c["model"].update(decnn={"residual_init": "ones"}), r"config key .model.decnn.residual_init."),
         (lambda c: c["experiments"][0].update(train={"epochs": 0}), r"config key .experiments.0.train.epochs."),
-        # settings that passed the schema and failed late (#14 class 7)
+        # settings that passed the schema and failed late
         (lambda c: c["train"].update(batch_size=32.0), r"'train.batch_size': 32.0 is not of type 'integer'"),
         (lambda c: c["train"].update(batch_size=1e9), r"'train.batch_size': 1000000000.0 is not of type 'integer'"),
         (lambda c: c["train"].update(batch_size=10**9), r"'train.batch_size': 1000000000 is greater than the maximum"),
@@ -81,17 +83,43 @@ def test_loading_fills_in_the_schemas_defaults(root, tmp_path):
     assert load_config(tmp_path / "short.yaml")["timing"]["sizes"] == ["native", 256]
 
 
+def test_importing_the_config_imports_no_torch():
+    """Checking a profile (mrsr check-config, the Snakefile) needs the model spec, not the models."""
+    code = "import sys, mrsr.config, mrsr.workflow_support; assert 'torch' not in sys.modules, 'torch imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_model_spec_refuses_a_second_entry_of_one_name(monkeypatch):
+    monkeypatch.setattr("mrsr.modelspec.MODEL_SPECS", dict(MODEL_SPECS))
+    with pytest.raises(ValueError, match="registered twice"):
+        register(ModelSpec("srcnn", "mrsr.models.srcnn", "SRCNN", "SRCNN again"))
+    with pytest.raises(ValueError, match="lower-case letters and digits"):
+        register(ModelSpec("my_net", "mrsr.models.mynet", "MyNet", "Mine"))
+
+
+def test_every_model_class_takes_its_facts_from_its_spec_entry():
+    """The registry is the spec's: same names, same order, and each class's attributes are its entry's."""
+    assert list(MODEL_REGISTRY) == list(MODEL_SPECS)
+    for name, cls in MODEL_REGISTRY.items():
+        spec = MODEL_SPECS[name]
+        assert cls.spec is spec and cls.__name__ == spec.class_name and cls.__module__ == spec.module
+        assert (cls.scales, cls.strategies, cls.groups, cls.gpu_slots) == (spec.scales, spec.strategies, spec.groups,
+                                                                           spec.gpu_slots)
+
+
 def test_schema_model_options_are_the_constructors_keyword_options():
-    """One set of options per model: the schema's ``model.<name>`` (types, ranges, choices) and the
-    class's keyword-only constructor parameters (names, defaults) agree, so neither can gain an
-    option, or a default the other refuses, unnoticed."""
+    """One set of options per model: the schema's ``model.<name>`` (types, ranges, choices: the spec's
+    ``options``) and the class's keyword-only constructor parameters (names, defaults) agree, so
+    neither can gain an option, or a default the other refuses, unnoticed."""
     import inspect
 
     import jsonschema
 
     from mrsr.models import build_model
 
-    models = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]["model"]["properties"]
+    assert "properties" not in yaml.safe_load(SCHEMA_PATH.read_text())["properties"]["model"]  # stated once: the spec
+    models = config_schema()["properties"]["model"]["properties"]
     assert set(models) == set(MODEL_REGISTRY)
     for name, cls in MODEL_REGISTRY.items():
         section = models[name]
@@ -108,8 +136,6 @@ def test_schema_model_options_are_the_constructors_keyword_options():
 
 
 def test_schema_names_the_models_parameter_groups():
-    from mrsr.models.base import GROUP_NAMES
-
     settings = yaml.safe_load(SCHEMA_PATH.read_text())["$defs"]["train_settings"]["properties"]
     assert settings["param_groups"]["propertyNames"]["enum"] == list(GROUP_NAMES)
     assert settings["init"]["propertyNames"]["enum"] == ["all", *GROUP_NAMES]

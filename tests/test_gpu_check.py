@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.sh, the GPU check of issue #12: its CPU-runnable logic.
+"""benchmarks/gpu_check.sh, the GPU check: its CPU-runnable logic.
 
 The check itself needs a GPU machine; here its dry run (configs and commands) and its ``--device cpu
 --quick`` mode (the same parts in miniature) run, so a broken script is found before a GPU is lent.

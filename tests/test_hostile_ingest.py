@@ -129,7 +129,7 @@ def run_child(*args: str) -> tuple[subprocess.CompletedProcess, float]:
 
 # ------------------------------------------------------------------------- class 1: sizes first
 def test_hostile_headers_beside_good_data_ingest_in_bounded_memory(tmp_path):
-    """The acceptance test of issue #14: exit 0, good data indexed, each lie a rejected.csv row, < 500 MB."""
+    """Hostile input as a whole: exit 0, good data indexed, each lie a rejected.csv row, < 500 MB."""
     expected = hostile_folder(tmp_path / "in")
     result, peak_mb = run_child("ingest", "--source", "local", "--input", str(tmp_path / "in"), "--out", str(tmp_path / "store"))
     assert result.returncode == 0, result.stderr

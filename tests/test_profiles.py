@@ -198,25 +198,107 @@ def test_dvc_plots_render_offline_in_chromium(finished_run, tmp_path):
     assert pixels.getextrema()[0] < 128  # something dark was drawn: curves and axes, not a blank page
 
 
-@pytest.mark.slow
-def test_a_code_change_reruns_exactly_the_rules_whose_command_imports_it(finished_run, monkeypatch):
-    """Snakemake's own plan after editing one module: the rules whose `mrsr` command's import closure
-    holds it (report/table3.py: the report alone, not timing; metrics.py: training and everything evaluating)."""
-    from mrsr.workflow_support import command_sources
-    from workflow_fixtures import RULE_COMMAND
+# A planted one-line edit of a module -> what the finished run (proposed multi x2 with its leakage run
+# on the split by patient, srcnn x2) must redo: Snakemake's plan (rule -> jobs) and the stages
+# `dvc repro --dry` would run. Written out by hand from the run's jobs, not derived from the code.
+PLANTED = {
+    # one model: its training and evaluation, and the jobs over every model; no ingest, split or patches
+    "models/srcnn.py": ({"train": 1, "evaluate_model": 1, "summarize": 1, "timing": 1, "report": 1},
+                        {"train", "evaluate", "timing", "report"}),
+    # patches of both splits, so every training; evaluation and timing degrade their LR inputs with it
+    "data/patches.py": ({"patches": 2, "train": 3, "evaluate_bicubic": 2, "evaluate_model": 3, "summarize": 1,
+                         "timing": 1, "report": 1}, {"prepare", "evaluate", "timing", "report"}),
+    # the report's own modules: the report alone
+    "report/figures.py": ({"report": 1}, {"report"}),
+    "report/table3.py": ({"report": 1}, {"report"}),
+}
 
+
+def dvc_dry_stages(work: Path) -> set[str]:
+    """The stages `dvc repro --dry` would run."""
+    result = run([*DVC, "repro", "--dry"], work)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return set(re.findall(r"Running stage '([\w@-]+)'", result.stdout + result.stderr))
+
+
+@pytest.mark.slow
+def test_a_code_change_reruns_exactly_the_jobs_that_run_it(finished_run, monkeypatch):
+    """A one-line edit of srcnn's class reruns srcnn's jobs and those over every model, nothing else (no
+    ingest, split, patches, no other model's training), in Snakemake's plan and `dvc repro --dry` alike;
+    the same for data/patches.py and the report's modules."""
     work = finished_run
     monkeypatch.setenv("PYTHONPATH", str(work / "src"))  # the rules hash the copy's package, edited below
-    for relative in ("report/table3.py", "metrics.py"):
+    for relative, (plan, stages) in PLANTED.items():
         path = work / "src/mrsr" / relative
         original = path.read_bytes()
-        path.write_bytes(original + b"\n# edited\n")
+        path.write_bytes(original + b"\nPLANTED = 1\n")
         try:
-            expected = {rule for rule, command in RULE_COMMAND.items() if relative in command_sources(command)}
-            assert set(planned_jobs(work)) == expected, relative
+            assert planned_jobs(work) == plan, relative
+            assert dvc_dry_stages(work) == stages, relative
         finally:
             path.write_bytes(original)
     assert planned_jobs(work) == {}
+
+
+# Adding a model, as README's "Add or change a model" says: (1) its class file and its spec entry,
+# (2) its experiment in the profile.
+TOY_MODEL = '''"""A toy network: bicubic upscaling plus a learned two-layer residual."""
+
+import torch
+from torch import nn
+
+from mrsr.data.resize import torch_upscale
+from mrsr.models.base import SuperResolver
+from mrsr.modelspec import MODEL_SPECS
+
+
+class Toy(SuperResolver):
+    """Bicubic plus ``conv3x3(relu(conv3x3(.)))`` in HR space.
+
+    Args:
+        scale: integer upscaling factor.
+        strategy: ``None``.
+        features: maps of the hidden layer.
+    """
+
+    spec = MODEL_SPECS["toy"]
+
+    def __init__(self, scale: int, strategy: str | None = None, *, features: int = 4) -> None:
+        super().__init__(scale, strategy)
+        self.body = nn.Sequential(nn.Conv2d(1, features, 3, padding=1), nn.ReLU(), nn.Conv2d(features, 1, 3, padding=1))
+        self.init_weights()
+
+    def layer_groups(self) -> dict[str, list[nn.Module]]:
+        return {"body": [self.body]}
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        up = torch_upscale(lr, self.scale)
+        return up + self.body(up)
+'''
+TOY_SPEC = '''
+register(ModelSpec("toy", "mrsr.models.toy", "Toy", "Toy net", scales=(2,), paper=None,
+                   options={"features": {"type": "integer", "minimum": 1}}))
+'''
+
+
+@pytest.mark.slow
+def test_a_model_added_in_two_steps_reaches_table_2(finished_run, tmp_path, monkeypatch):
+    work = tmp_path / "repo"
+    shutil.copytree(finished_run, work, symlinks=True)
+    monkeypatch.setenv("PYTHONPATH", str(work / "src"))
+    (work / "src/mrsr/models/toy.py").write_text(TOY_MODEL)  # step 1: the class and its spec entry
+    with open(work / "src/mrsr/modelspec.py", "a") as fh:
+        fh.write(TOY_SPEC)
+    cfg = yaml.safe_load((work / "config.yaml").read_text())  # step 2: its experiment
+    cfg["experiments"].append({"model": "toy", "scales": [2], "train": {"steps_per_epoch": 3}})
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    # the new model's jobs and those over every model; no other model retrains
+    assert planned_jobs(work) == {"train": 1, "evaluate_model": 1, "summarize": 1, "timing": 1, "report": 1}
+    result = run([*SNAKEMAKE, "--cores", "2", "all"], work, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = (work / "reports/test/report.html").read_text()
+    table2 = html[html.index('<h2 id="table2">'):html.index('<h2 id="table3">')]
+    assert "Toy net" in table2, table2[:3000]
 
 
 @pytest.mark.slow

@@ -47,6 +47,22 @@ def test_table2_rows_for_several_scales(default_config):
     assert t1[0]["paper_psnr"] == 40.55 and t1[0]["paper_table"] == 2  # the paper's Table 1 has no bicubic row
 
 
+def test_table2_takes_its_methods_order_and_names_from_the_model_spec(default_config, monkeypatch):
+    """A model registered in the spec (not in the paper) gets a Table 2 row, named and placed by its entry."""
+    from mrsr import modelspec
+
+    monkeypatch.setitem(modelspec.MODEL_SPECS, "toy", modelspec.ModelSpec("toy", "mrsr.models.toy", "Toy", "Toy net"))
+    per_image, summary = {}, []
+    for method, gain in (("toy", 0.5), ("srcnn", 1.0), ("bicubic", 0.0)):
+        psnr = 30 + gain + np.arange(8) / 10
+        per_image[f"{method}_x2"] = pd.DataFrame({"slice_id": [f"s{i}" for i in range(8)], "psnr": psnr})
+        summary.append({"method": method, "strategy": "", "scale": 2, "psnr": psnr.mean(), "ssim": 0.9, "n_images": 8,
+                        "psnr_std": psnr.std(), "ssim_std": 0.0, "psnr_fg": psnr.mean()})
+    rows = table2_rows(pd.DataFrame(summary), per_image, default_config)
+    assert [r["method"] for r in rows] == ["Bicubic", "SRCNN", "Toy net"]
+    assert rows[2]["paper_psnr"] is None and rows[2]["gain"] == pytest.approx(0.5)
+
+
 def test_bootstrap_interval_contains_the_mean():
     a = np.arange(20.0)
     mean, lo, hi = bootstrap_diff(a + 0.5, a)
@@ -159,7 +175,7 @@ def test_table1_has_bicubic_the_markers_and_each_initialisation(full, default_co
     config["experiments"][1]["train"] = {"steps_per_epoch": 30}
     assert table1_differences(table1_rows(summary, config)) == {"init": True, "schedule": True}
     assert "<th class=\"l\">Budget</th>" in render(config, inputs, curves={})
-    # The paper profile (issue #19): the bicubic/zero start for all three strategies and one budget, so
+    # The paper profile: the bicubic/zero start for all three strategies and one budget, so
     # only the start differs (single has no image path); with He everywhere nothing differs.
     paper = yaml.safe_load((root / "config/paper.yaml").read_text())
     assert [strategy_init(paper, s) for s in ("single", "double", "multi")] == [

@@ -14,14 +14,10 @@ from pathlib import Path
 import pytest
 
 from mrsr.cli import main as cli_main
-from mrsr.data.tcia import (
-    CollectionNotAccessible,
-    NbiaClient,
-    RetryPolicy,
-    check_entry_name,
-    download_collection,
-    parse_retry_after,
-)
+from mrsr.data.tcia import download_collection
+from mrsr.data.tcia.client import NbiaClient, RetryPolicy, parse_retry_after
+from mrsr.data.tcia.errors import CollectionNotAccessible
+from mrsr.data.tcia.zipcheck import check_entry_name
 from nbia_server import NbiaServer, series_from_manifest
 
 FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
@@ -279,7 +275,7 @@ def test_unsafe_entry_names(name):
         check_entry_name(name)
 
 
-# ------------------------------------------------------ a hostile server (#14 class 6): bounded
+# ------------------------------------------------------ a hostile server: bounded ------------
 CHILD = """
 import resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))  # a guard for the shared machine; the test checks the RSS
@@ -330,7 +326,7 @@ def test_hostile_server_ends_with_a_clear_error_in_bounded_time_and_memory(serve
 
 
 def test_run_deadline_stops_retrying_a_dripping_series(server, catalogue, tmp_path):
-    from mrsr.data.tcia import Bounds
+    from mrsr.data.tcia.client import Bounds
 
     target = images(catalogue)[0]
     server.faults[target.uid] = ["drip"] * 10
@@ -343,7 +339,7 @@ def test_run_deadline_stops_retrying_a_dripping_series(server, catalogue, tmp_pa
 
 
 def test_a_body_below_the_minimum_rate_is_abandoned(server, catalogue, tmp_path):
-    from mrsr.data.tcia import Bounds
+    from mrsr.data.tcia.client import Bounds
 
     target = images(catalogue)[0]
     server.faults[target.uid] = ["drip"] * 2
@@ -355,7 +351,8 @@ def test_a_body_below_the_minimum_rate_is_abandoned(server, catalogue, tmp_path)
 
 
 def test_headers_dripping_are_cut_at_the_request_deadline(server, tmp_path):
-    from mrsr.data.tcia import Bounds, DownloadError
+    from mrsr.data.tcia.client import Bounds
+    from mrsr.data.tcia.errors import DownloadError
 
     server.list_faults = ["drip_headers"] * 2
     server.drip_interval = 0.1

@@ -17,16 +17,40 @@ from mrsr.train import HISTORY_COLUMNS, NonFiniteLossError, make_train_step, tra
 from mrsr.weights import WeightsError, load_model
 
 
-def test_resume_after_kill_matches_uninterrupted_run(tmp_path, patches, tiny_config):
+class Killed(Exception):
+    """Raised where a killed job's process would have died."""
+
+
+def train_killed_after(epoch: int, monkeypatch, job: Job, patches, weights, config: dict) -> None:
+    """Train until the checkpoint of ``epoch`` is written, then die there as a killed job would (no weights).
+
+    ``checkpoint_every_s: 0`` (a setting a checkpoint may be resumed across) writes one every epoch.
+    """
+    import mrsr.train as module
+
+    real = module.save_checkpoint
+
+    def save_then_die(path, model, optimizer, scheduler, done, *args, **kwargs):
+        real(path, model, optimizer, scheduler, done, *args, **kwargs)
+        if done >= epoch:
+            raise Killed
+
+    config["train"]["checkpoint_every_s"] = 0
+    with monkeypatch.context() as patch:
+        patch.setattr(module, "save_checkpoint", save_then_die)
+        with pytest.raises(Killed):
+            train(job, patches, weights, config)
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, patches, tiny_config, monkeypatch):
     tiny_config["train"].update(epochs=3, steps_per_epoch=2)
     job = Job("proposed", "multi", 2)
     straight = tmp_path / "a" / "proposed_multi_x2.safetensors"
     train(job, patches, straight, tiny_config)
     resumed = tmp_path / "b" / "proposed_multi_x2.safetensors"
-    history = train(job, patches, resumed, tiny_config, stop_after_epoch=1)  # "killed" after epoch 1
-    assert len(history) == 1 and not resumed.exists()
-    assert resumed.with_name("proposed_multi_x2.ckpt.safetensors").exists()
-    train(job, patches, resumed, tiny_config)
+    train_killed_after(1, monkeypatch, job, patches, resumed, tiny_config)
+    assert not resumed.exists() and resumed.with_name("proposed_multi_x2.ckpt.safetensors").exists()
+    assert len(train(job, patches, resumed, tiny_config)) == 3  # the resumed run's history holds all three epochs
     a, b = load_file(str(straight)), load_file(str(resumed))
     assert a.keys() == b.keys()
     for key in a:
@@ -111,16 +135,16 @@ def test_compiled_step_equals_eager_step():
     np.testing.assert_allclose(results[0], results[1], rtol=1e-4)
 
 
-# ------------------------------------------------------ checkpoints: one file, fingerprinted (#14)
+# ------------------------------------------------------ checkpoints: one file, fingerprinted -----
 def _ckpt(weights):
     return weights.with_name(weights.stem + ".ckpt.safetensors")
 
 
-def test_checkpoint_is_one_file_with_its_fingerprint(tmp_path, patches, tiny_config):
+def test_checkpoint_is_one_file_with_its_fingerprint(tmp_path, patches, tiny_config, monkeypatch):
     from safetensors import safe_open
 
     weights = tmp_path / "proposed_multi_x2.safetensors"
-    train(Job("proposed", "multi", 2), patches, weights, tiny_config, stop_after_epoch=1)
+    train_killed_after(1, monkeypatch, Job("proposed", "multi", 2), patches, weights, tiny_config)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["proposed_multi_x2.ckpt.safetensors", "x2.npz"]
     with safe_open(str(_ckpt(weights)), "pt") as f:
         meta = json.loads(f.metadata()["mrsr_checkpoint"])
@@ -138,10 +162,11 @@ def test_checkpoint_is_one_file_with_its_fingerprint(tmp_path, patches, tiny_con
     (lambda c: c["train"].update(recipe="a note"), True, None),  # the source note is not fingerprinted
     (lambda c: c["train"].update(epochs=3, threads=2), True, None),  # a longer run resumes
 ])
-def test_checkpoint_of_other_settings_restarts_saying_why(tmp_path, patches, tiny_config, capsys, change, resumes, named):
+def test_checkpoint_of_other_settings_restarts_saying_why(tmp_path, patches, tiny_config, capsys, monkeypatch, change,
+                                                         resumes, named):
     job = Job("proposed", "multi", 2)
     weights = tmp_path / "proposed_multi_x2.safetensors"
-    train(job, patches, weights, tiny_config, stop_after_epoch=1)
+    train_killed_after(1, monkeypatch, job, patches, weights, tiny_config)
     change(tiny_config)
     capsys.readouterr()
     history = train(job, patches, weights, tiny_config)  # no size-mismatch traceback, no mixed run
@@ -153,14 +178,14 @@ def test_checkpoint_of_other_settings_restarts_saying_why(tmp_path, patches, tin
     assert not _ckpt(weights).exists()
 
 
-def test_torn_checkpoint_and_killed_temporaries_are_not_trusted(tmp_path, patches, tiny_config, capsys):
+def test_torn_checkpoint_and_killed_temporaries_are_not_trusted(tmp_path, patches, tiny_config, capsys, monkeypatch):
     import socket
     import subprocess
     import sys
 
     job = Job("proposed", "multi", 2)
     weights = tmp_path / "proposed_multi_x2.safetensors"
-    train(job, patches, weights, tiny_config, stop_after_epoch=1)
+    train_killed_after(1, monkeypatch, job, patches, weights, tiny_config)
     data = _ckpt(weights).read_bytes()
     _ckpt(weights).write_bytes(data[: len(data) // 2])  # as a copy cut short would leave it
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -171,7 +196,7 @@ def test_torn_checkpoint_and_killed_temporaries_are_not_trusted(tmp_path, patche
     assert not stale.exists() and weights.exists()
 
 
-# ------------------------------------------------- settings that failed late (#14 class 7)
+# ------------------------------------------------- settings that fail late ------------
 def test_infinite_gradient_norm_stops_training_like_a_nan_loss(tmp_path, patches, tiny_config):
     """lr 1e6 with adjustable clipping: the loss can stay finite while the gradient norm is Inf."""
     tiny_config["train"].update(optimizer="sgd", lr=1e6, epochs=3, steps_per_epoch=4)
@@ -221,7 +246,7 @@ def test_lr_size_larger_than_the_images_names_the_key(tmp_path):
         make_patches(tmp_path / "store", split, 2, 19, 11, 0, 0)
 
 
-# ------------------------------------------------ per-model recipes (issue #13) -------------------
+# ------------------------------------------------ per-model recipes --------------------------------
 def test_parameter_groups_get_their_configured_rates(train_config):
     """SRCNN as published: 1e-4 for the first two layers, 1e-5 (x 0.1) for the last."""
     from mrsr.train import make_optimizer
@@ -333,12 +358,12 @@ def test_table1_strategies_record_where_they_start(tmp_path, patches, tiny_confi
     assert start["multi"] == pytest.approx(start["double"], abs=1e-3) and start["single"] < start["multi"] - 3
 
 
-def test_cosine_fingerprints_the_epochs(tmp_path, patches, tiny_config, capsys):
+def test_cosine_fingerprints_the_epochs(tmp_path, patches, tiny_config, capsys, monkeypatch):
     """A step schedule may be lengthened and resumed; a cosine one may not (its curve depends on the length)."""
     tiny_config["train"].update(schedule="cosine")
     job = Job("proposed", "multi", 2)
     weights = tmp_path / "proposed_multi_x2.safetensors"
-    train(job, patches, weights, tiny_config, stop_after_epoch=1)
+    train_killed_after(1, monkeypatch, job, patches, weights, tiny_config)
     tiny_config["train"].update(epochs=3)
     capsys.readouterr()
     train(job, patches, weights, tiny_config)

@@ -8,6 +8,7 @@ exactly what :mod:`mrsr.workflow_support` defines.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -90,8 +91,15 @@ def _clear_source_caches() -> None:
         cached.cache_clear()
 
 
+# Rules whose jobs each run one model: their code param is that model's (the job's, or bicubic).
+PER_MODEL_RULES = {"train": None, "evaluate_model": None, "evaluate_bicubic": "bicubic"}
+
+
 def test_each_rule_hashes_the_code_of_the_command_it_runs(workflow_rules):
-    """Read by Snakemake: a rule running `mrsr COMMAND` lists code(COMMAND) as a param, and no other."""
+    """Read by Snakemake: a rule running `mrsr COMMAND` lists code(COMMAND) as a param, and no other; a
+    rule running one model per job lists that model's code (code(COMMAND, MODEL))."""
+    from types import SimpleNamespace
+
     from mrsr.workflow_support import source_digest
 
     commands = {}
@@ -100,7 +108,14 @@ def test_each_rule_hashes_the_code_of_the_command_it_runs(workflow_rules):
         if words[:1] == ["mrsr"]:
             commands[name] = words[1]
             assert rule.params._names["code"], name
-            assert rule.params.code == source_digest(words[1]), f"rule {name}: its code param is not code({words[1]!r})"
+            code = rule.params.code
+            if name in PER_MODEL_RULES:
+                for job in ("srcnn_x2", "proposed_multi_x3"):
+                    model = PER_MODEL_RULES[name] or Job.from_name(job).model
+                    got = code(SimpleNamespace(job=job)) if callable(code) else code
+                    assert got == source_digest(words[1], model), f"rule {name}: not code({words[1]!r}, {model!r})"
+            else:
+                assert code == source_digest(words[1]), f"rule {name}: its code param is not code({words[1]!r})"
         else:
             assert "code" not in rule.params._names, f"rule {name} runs no mrsr command but lists code"
     assert commands == RULE_COMMAND
@@ -172,29 +187,63 @@ def test_every_package_file_is_a_module_or_declared_data(root):
             assert path.name == "config.schema.yaml" or any(path.is_relative_to(d) for d in declared), path
 
 
-def test_editing_any_module_changes_exactly_the_digests_of_the_commands_importing_it(tmp_path, monkeypatch):
-    """Every file of a copy of the package edited in turn: the digests that change are those of the
-    commands whose closure holds it (none for plumbing), and nothing else."""
+# A one-line edit of a file (or, for modelspec.py, of one model's entry) -> the digests it must change,
+# as (command, model) with model None for the digest over every model; every other digest of
+# DIGESTS must stay. Written out by hand from what each command runs, not from command_sources.
+DIGESTS = [(c, None) for c in ("ingest", "split", "patches", "train", "evaluate", "summarize", "timing", "report")] + [
+    (c, m) for c in ("train", "evaluate") for m in ("srcnn", "proposed")] + [("evaluate", "bicubic")]
+EVERY_MODEL = {("train", None), ("evaluate", None), ("summarize", None), ("timing", None), ("report", None)}
+EDITS = {
+    # one model's class: its own jobs and those over every model; no data preparation, no other model
+    "models/srcnn.py": EVERY_MODEL | {("train", "srcnn"), ("evaluate", "srcnn")},
+    "models/onednn.py": EVERY_MODEL | {("train", "proposed"), ("evaluate", "proposed")},  # the proposed net's CPU path
+    # what every model shares
+    "models/base.py": EVERY_MODEL | {(c, m) for c in ("train", "evaluate") for m in ("srcnn", "proposed")}
+                      | {("evaluate", "bicubic")},
+    # patches: making them, and the LR inputs that evaluation, timing and the report's figures degrade alike
+    "data/patches.py": {("patches", None), ("evaluate", None), ("summarize", None), ("timing", None), ("report", None),
+                        ("evaluate", "srcnn"), ("evaluate", "proposed"), ("evaluate", "bicubic")},
+    # the report's own modules: the report alone
+    "report/table3.py": {("report", None)},
+    "report/figures.py": {("report", None)},
+    "paper.py": {("report", None)},
+}
+
+
+def _digests(ws) -> dict[tuple[str, str | None], str]:
+    ws.source_digest.cache_clear()
+    return {key: ws.source_digest(*key) for key in DIGESTS}
+
+
+def test_a_planted_edit_changes_exactly_the_digests_of_the_jobs_that_run_it(tmp_path, monkeypatch):
+    """Each file of EDITS edited in a copy of the package: exactly the digests it names change. The
+    same for one model's entry in the model spec, and for adding a model to it."""
+    from mrsr import modelspec
     from mrsr import workflow_support as ws
-    from mrsr.cli import COMMANDS
 
     copy = tmp_path / "mrsr"
     shutil.copytree(ws.PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(ws, "PACKAGE", copy)
     _clear_source_caches()
     try:
-        before = {c: ws.source_digest(c) for c in COMMANDS}
-        sources = {c: set(ws.command_sources(c)) for c in COMMANDS}
-        files = [p for p in sorted(copy.rglob("*")) if p.is_file() and p.name != "config.schema.yaml"]
-        assert len(files) > 40
-        for path in files:
-            relative = path.relative_to(copy).as_posix()
+        before = _digests(ws)
+        for relative, expected in EDITS.items():
+            path = copy / relative
             original = path.read_bytes()
-            path.write_bytes(original + b"\n# edited\n")
-            ws.source_digest.cache_clear()
-            changed = {c for c in COMMANDS if ws.source_digest(c) != before[c]}
+            path.write_bytes(original + b"\nEDITED = 1\n")
+            changed = {key for key, digest in _digests(ws).items() if digest != before[key]}
             path.write_bytes(original)
-            assert changed == {c for c in COMMANDS if relative in sources[c]}, relative
+            assert changed == expected, relative
+        # The spec counts entry by entry: renaming SRCNN reruns its jobs and those over every model.
+        specs = dict(modelspec.MODEL_SPECS)
+        monkeypatch.setitem(modelspec.MODEL_SPECS, "srcnn", dataclasses.replace(specs["srcnn"], display="SRCNN-915"))
+        changed = {key for key, digest in _digests(ws).items() if digest != before[key]}
+        assert changed == EVERY_MODEL | {("train", "srcnn"), ("evaluate", "srcnn")}
+        monkeypatch.setitem(modelspec.MODEL_SPECS, "srcnn", specs["srcnn"])
+        monkeypatch.setitem(modelspec.MODEL_SPECS, "toy", modelspec.ModelSpec("toy", "mrsr.models.srcnn", "SRCNN", "Toy"))
+        _clear_source_caches()
+        changed = {key for key, digest in _digests(ws).items() if digest != before[key]}
+        assert changed == EVERY_MODEL
     finally:
         _clear_source_caches()
 

@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.config} trains no job matching model={args.model} scale={args.scale} "
                          f"strategy={args.strategy} (it trains {trained})")
     # On a CPU with bfloat16 instructions, without --amp, each job is measured in fp32 and in bf16
-    # (issue #19: the speed-up and what it costs are read side by side); elsewhere as configured.
+    # (the speed-up and what it costs are read side by side); elsewhere as configured.
     both = (not args.amp and pick_device(config["train"]["device"]).type == "cpu" and cpu_has_bf16())
     precisions = ["off", "bf16"] if both else [None]
     failed = 0

@@ -21,6 +21,7 @@ import jsonschema
 import yaml
 
 from mrsr.errors import UsageError
+from mrsr.modelspec import MODEL_SPECS, spec_of
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 # JSON Schema counts 32.0 as an integer (same number); Python code does not (range(32.0) raises), so
@@ -64,7 +65,7 @@ class JobError(UsageError, ValueError):
 
 
 def check_model(model: str, strategy: str | None = None, scale: int | None = None) -> None:
-    """Check a model name, its strategy and (if given) a scale against ``mrsr.models.MODEL_REGISTRY``.
+    """Check a model name, its strategy and (if given) a scale against :data:`mrsr.modelspec.MODEL_SPECS`.
 
     Args:
         model: registry name.
@@ -74,11 +75,9 @@ def check_model(model: str, strategy: str | None = None, scale: int | None = Non
     Raises:
         JobError: naming the first part at fault and listing what the registry allows.
     """
-    from mrsr.models import MODEL_REGISTRY  # deferred: torch is imported only when a model is named
-
-    spec = MODEL_REGISTRY.get(model)
+    spec = MODEL_SPECS.get(model)
     if spec is None:
-        raise JobError(f"unknown model {model!r}; known: {', '.join(sorted(MODEL_REGISTRY))}", "model")
+        raise JobError(f"unknown model {model!r}; known: {', '.join(sorted(MODEL_SPECS))}", "model")
     if strategy not in spec.strategies:
         allowed = ", ".join(s for s in spec.strategies if s is not None)
         if not allowed:
@@ -94,14 +93,12 @@ def check_model(model: str, strategy: str | None = None, scale: int | None = Non
 
 def trainable(model: str) -> bool:
     """Whether a registered model has learned parameters, i.e. can be a training job (all but bicubic):
-    the one definition, from its class's parameter ``groups``.
+    :attr:`mrsr.modelspec.ModelSpec.trainable`.
 
     Args:
         model: registry name.
     """
-    from mrsr.models import MODEL_REGISTRY  # deferred: torch is imported only when a model is named
-
-    return bool(MODEL_REGISTRY[model].groups)
+    return spec_of(model).trainable
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
@@ -123,8 +120,7 @@ def validate_config(config: dict[str, Any], base_dir: str | Path | None = None) 
     Raises:
         ConfigError: naming the first offending key (schema) or file (missing data folder).
     """
-    schema = yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
-    validator = Validator(schema)
+    validator = Validator(config_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         first = errors[0]
@@ -181,8 +177,21 @@ def validate_config(config: dict[str, Any], base_dir: str | Path | None = None) 
     return config
 
 
+def config_schema() -> dict[str, Any]:
+    """The configuration's JSON Schema: workflow/schemas/config.schema.yaml with what the model spec
+    states filled in from :data:`mrsr.modelspec.MODEL_SPECS`: the ``model`` section's ``properties``
+    (each model's ``options``) and the strategies an experiment may name."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
+    schema["properties"]["model"]["properties"] = {
+        name: {"type": "object", "additionalProperties": False, "properties": copy.deepcopy(spec.options)}
+        for name, spec in MODEL_SPECS.items()}
+    strategies = sorted({s for spec in MODEL_SPECS.values() for s in spec.strategies if s is not None})
+    schema["properties"]["experiments"]["items"]["properties"]["strategy"]["enum"] = [*strategies, None]
+    return schema
+
+
 def check_recipe_groups(model: str, global_train: dict[str, Any], overrides: dict[str, Any], index: int) -> None:
-    """Check that ``param_groups`` and ``init`` name only groups ``model`` has (its class's ``groups``), and
+    """Check that ``param_groups`` and ``init`` name only groups ``model`` has (its spec's ``groups``), and
     that ``bicubic`` initialises only an ``upsample`` group.
 
     Args:
@@ -194,9 +203,7 @@ def check_recipe_groups(model: str, global_train: dict[str, Any], overrides: dic
     Raises:
         ConfigError: naming the key, the model and the groups it has.
     """
-    from mrsr.models import MODEL_REGISTRY  # deferred: torch is imported only when a model is named
-
-    groups = MODEL_REGISTRY[model].groups
+    groups = spec_of(model).groups
     for field in ("param_groups", "init"):
         where = f"experiments.{index}.train" if field in overrides else "train"
         for name, value in ((overrides if field in overrides else global_train).get(field) or {}).items():
@@ -268,18 +275,12 @@ class Job:
     @property
     def gpu_slots(self) -> int:
         """Its share of one GPU when training jobs share a card (rule ``train``'s ``gpu_slots``)."""
-        from mrsr.models import gpu_slots  # deferred: torch import only when needed
-
-        return gpu_slots(self.model)
+        return spec_of(self.model).gpu_slots
 
     @property
     def heavy(self) -> bool:
-        """Whether it is one of the heavy networks (the proposed net, de-CNN, FSCWN: about 100 times the
-        FLOPs per patch of the light ones), which share a GPU by slots (:data:`mrsr.models.base.HEAVY`
-        of them) and get the CPU fast path (:meth:`mrsr.fastpath.FastPath.resolve`)."""
-        from mrsr.models.base import HEAVY  # deferred: torch import only when needed
-
-        return self.gpu_slots == HEAVY
+        """Whether its model is heavy (:attr:`mrsr.modelspec.ModelSpec.heavy`)."""
+        return spec_of(self.model).heavy
 
     @classmethod
     def from_name(cls, name: str) -> Job:

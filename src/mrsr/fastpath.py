@@ -2,9 +2,9 @@
 
 ``mrsr train``, ``mrsr benchmark-train`` and ``mrsr upscale`` all go through here, so the benchmark
 measures exactly the settings that training runs with. The MFU formula, the peaks and the FLOP counts
-are machine facts: :mod:`mrsr.machine`.
+are in :mod:`mrsr.flops`; threads, devices and the roofline in :mod:`mrsr.machine`.
 
-Why CUDA ``auto`` is what it is: H100 figures measured by a colleague (issue #12), proposed multi x2,
+Why CUDA ``auto`` is what it is: figures of one H100 (the baseline of docs/benchmarks.md's GPU check), proposed multi x2,
 batch 128, samples/s (MFU against the dense bf16 datasheet peak, 989 TFLOP/s; 3,232 MFLOP/sample):
 
 =================================================  ==========  =======
@@ -21,7 +21,7 @@ protocol's batch size the step is bound by kernel launches on the host, not by t
 (mode "reduce-overhead") replay the whole forward and backward with one launch, which recovers the
 large-batch rate at batch 128; so CUDA ``auto`` is bf16 + channels_last + CUDA graphs.
 
-CPU ``auto`` (issue #19), measured with ``mrsr benchmark-train`` on the proposed net multi x2, batch 128,
+CPU ``auto``, measured with ``mrsr benchmark-train`` on the proposed net multi x2, batch 128,
 2 threads of an AMD EPYC with AVX-512 BF16 (2026-12-03; docs/benchmarks.md), samples/s:
 
 =================================================  ==========

@@ -37,7 +37,4 @@ TABLE3 = {
     "proposed": {2: 1.02, 3: 0.47, 4: 0.32},
 }
 
-DISPLAY_NAMES = {"bicubic": "Bicubic", "srcnn": "SRCNN", "espcn": "ESPCN", "fsrcnn": "FSRCNN",
-                 "decnn": "de-CNN", "fscwn": "FSCWN", "proposed": "Ours"}
-METHOD_ORDER = ["bicubic", "srcnn", "espcn", "fsrcnn", "decnn", "fscwn", "proposed"]
 STRATEGY_NAMES = {"single": "Single upsampling", "double": "Double upsampling", "multi": "Multi-resolution upsampling"}

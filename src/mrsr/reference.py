@@ -253,7 +253,10 @@ def check(root: Path = ROOT) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["profile", "pending", "restore", "collect", "check"])
+    parser.add_argument("action", choices=["profile", "pending", "restore", "collect", "check"],
+                        help="profile: write config/paper-cpu.yaml; pending: jobs not committed yet; restore: committed "
+                             "jobs into the workflow's folders; collect: finished jobs into docs/reference/cpu; check: "
+                             "the committed reference is complete per job and summary.csv agrees with its CSVs")
     parser.add_argument("jobs", nargs="*", help="with collect: the finished jobs to copy into the reference")
     parser.add_argument("--check", action="store_true", help="with profile: only say whether the file is current")
 

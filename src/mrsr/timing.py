@@ -15,8 +15,8 @@ What is measured, and how:
   casts weights and activations to bfloat16), after ``warmup`` untimed passes; ``runs`` timed
   passes, reported as the median with min/max and the quartiles as the spread (:func:`measure`).
   The input is prepared beforehand (degradation is not timed).
-- FLOPs, the roofline, threads, the CPU: :mod:`mrsr.machine` (the same roofline training's MFU
-  uses). ``roofline_ratio = gflops / roofline_gflops``, the roofline measured in the same process,
+- FLOPs: :mod:`mrsr.flops`; the roofline, threads, the CPU: :mod:`mrsr.machine` (the same roofline
+  training's MFU uses). ``roofline_ratio = gflops / roofline_gflops``, the roofline measured in the same process,
   with the same threads, before and after the models (the larger of the two); on a shared machine
   both figures fall together, so the ratio is steadier than either. ``threads`` 0 uses every core
   this process may run on, and ``other_load_cores`` says how many cores other processes kept busy

@@ -449,8 +449,155 @@ def run_timing(timing: dict[str, Any], history: list[dict], job: Job, options: d
     }
 
 
+def build_for_training(job: Job, cfg: TrainConfig, options: dict[str, Any], device: torch.device,
+                       fast: FastPath) -> SuperResolver:
+    """The job's model, initialised per ``train.init`` and placed on ``device`` in the fast path's layout.
+
+    Raises:
+        ConfigError: ``train.init`` names a group or scheme the model cannot take.
+    """
+    model = build_model(job.model, job.scale, job.strategy, **options)
+    if cfg.init:
+        try:
+            model.apply_init(cfg.init, cfg.init_std)
+        except ValueError as exc:
+            raise ConfigError(f"config key 'train.init' of {job.name}: {exc}") from exc
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if fast.channels_last else model
+
+
+@dataclass
+class PatchSet:
+    """A scale's training patches, on the training device (a batch is one on-device index), and the
+    validation slices stored beside them (up to ``train.val_slices``)."""
+
+    lr: torch.Tensor
+    hr: torch.Tensor
+    val_pairs: list[tuple[np.ndarray, np.ndarray]]
+
+    @classmethod
+    def load(cls, patches: Path, job: Job, cfg: TrainConfig, device: torch.device) -> PatchSet:
+        """Read ``mrsr patches``' npz.
+
+        Raises:
+            ConfigError: no patches, or a batch larger than the patch set.
+        """
+        data = np.load(patches)
+        lr_all, hr_all = torch.from_numpy(data["lr"]).to(device), torch.from_numpy(data["hr"]).to(device)
+        stored_val = sum(k.startswith("val_lr_") for k in data.files)
+        val_pairs = [(data[f"val_lr_{i}"], data[f"val_hr_{i}"]) for i in range(min(stored_val, cfg.val_slices))]
+        n = len(lr_all)
+        if n == 0:
+            raise ConfigError(f"{patches}: no training patches (config key 'patches.x{job.scale}.lr_size' larger than the images?)")
+        if cfg.batch_size > n:  # every batch would repeat patches; and memory grows with the batch, not the data
+            raise ConfigError(f"config key 'train.batch_size': {cfg.batch_size} is larger than the {n} training patches "
+                              f"of x{job.scale}; use at most {n}")
+        return cls(lr_all, hr_all, val_pairs)
+
+
+def resume_or_start(checkpoint: Path, model: SuperResolver, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LambdaLR, fingerprint: dict[str, Any], job: Job,
+                    data: PatchSet, border: int, device: torch.device) -> tuple[int, list[dict], dict[str, Any]]:
+    """(epochs done, history, extra sidecar facts): from the checkpoint when it was written under the
+    same settings, else a fresh start with where training starts from.
+
+    A fresh start measures the model and bicubic on the validation slices: the facts that say
+    whether two jobs (Table 1's strategies) started alike, and how far one got.
+    """
+    clean_stale_temporaries(checkpoint.parent)  # half-written checkpoints of killed runs
+    resumed = load_checkpoint(checkpoint, model, optimizer, scheduler, device, fingerprint) if checkpoint.exists() else None
+    if resumed is not None:
+        print(f"{job.name}: resuming after epoch {resumed[0]} from {checkpoint}")
+        return resumed
+    bicubic = build_model("bicubic", job.scale).to(device)
+    return 0, [], {"initial_val_psnr": validation_psnr(model, data.val_pairs, border, device),
+                   "bicubic_val_psnr": validation_psnr(bicubic, data.val_pairs, border, device)}
+
+
+@dataclass
+class Epochs:
+    """What every epoch of one run shares, and one epoch: its steps and validation (:meth:`run`)."""
+
+    job: Job
+    cfg: TrainConfig
+    device: torch.device
+    model: SuperResolver
+    data: PatchSet
+    border: int
+    steps_per_epoch: int
+    schedule: LrSchedule
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    train_step: Any  # make_train_step's step(lr, hr, clip) -> (loss, gradient norm)
+    sync_every: int
+    checkpoint: Path
+    timing: dict[str, Any]
+
+    def run(self, epoch: int) -> dict[str, Any]:
+        """Run epoch ``epoch``'s optimiser steps and validation; its history row (``seconds`` and
+        ``checkpoint_s`` are the caller's).
+
+        The patch order comes from a generator seeded with (seed, epoch), so a resumed run sees
+        exactly the batches an uninterrupted one would.
+
+        Raises:
+            NonFiniteLossError: a NaN or Inf loss or gradient norm, naming epoch and step.
+        """
+        cfg, n, steps = self.cfg, len(self.data.lr), self.steps_per_epoch
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        # Enough permutations to cover `steps` batches; each batch is a slice of indices on device.
+        reps = math.ceil(steps * cfg.batch_size / n)
+        order = torch.cat([torch.randperm(n, generator=gen) for _ in range(reps)]).to(self.device)
+        lr_now = cfg.lr * self.schedule(self.scheduler.last_epoch)  # the base rate (multiplier 1) at this step
+        losses, norms = [], []
+        bar = tqdm(range(steps), desc=f"{self.job.name} epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=not os.isatty(2))
+        t_steps = time.perf_counter()
+        for step in bar:
+            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            # Adjustable clipping (VDSR): theta over the current base rate, which moves every step.
+            rate = cfg.lr * self.schedule(self.scheduler.last_epoch)
+            clip = None if cfg.clip_theta is None else (cfg.clip_theta / rate if cfg.clip_adjustable else cfg.clip_theta)
+            loss, norm = self.train_step(self.data.lr[idx], self.data.hr[idx], clip)
+            self.scheduler.step()
+            losses.append(loss)
+            norms.append(norm)
+            if self.timing["first_step_s"] is None:  # compilation (and CUDA-graph recording) happen here
+                synchronize(self.device)
+                self.timing["first_step_s"] = time.perf_counter() - t_steps
+            if (step + 1) % self.sync_every == 0 or step + 1 == steps:
+                recent = self._check_finite(losses, norms, epoch)
+                bar.set_postfix(loss=f"{recent[-1].item():.2e}")
+        steps_s = time.perf_counter() - t_steps  # the last step's loss was read: the GPU is done
+        t_val = time.perf_counter()
+        val_psnr = validation_psnr(self.model, self.data.val_pairs, self.border, self.device)
+        return {"epoch": epoch + 1, "loss": torch.stack(losses).float().mean().item(), "lr": lr_now,
+                "grad_norm": torch.stack(norms).float().mean().item(), "val_psnr": val_psnr, "seconds": 0.0,
+                "steps_s": steps_s, "samples_per_s": steps * cfg.batch_size / steps_s,
+                "val_s": time.perf_counter() - t_val, "checkpoint_s": 0.0}
+
+    def _check_finite(self, losses: list[torch.Tensor], norms: list[torch.Tensor], epoch: int) -> torch.Tensor:
+        """Read the last ``sync_every`` losses and gradient norms back; the first non-finite one stops the run.
+
+        The gradient norm too: with clipping, an infinite gradient is scaled to zero and the loss
+        stays finite while nothing is learnt (lr 1e6 "trained" to exit 0). Returns the losses read.
+        """
+        recent = torch.stack(losses[-self.sync_every:]).float().cpu()
+        recent_norms = torch.stack(norms[-self.sync_every:]).float().cpu()
+        bad = (~(torch.isfinite(recent) & torch.isfinite(recent_norms))).nonzero()
+        if len(bad):
+            k = int(bad[0, 0])
+            first = len(losses) - len(recent) + k
+            what = "loss" if not torch.isfinite(recent[k]) else "gradient norm"
+            value = (recent if what == "loss" else recent_norms)[k].item()
+            raise NonFiniteLossError(
+                f"{self.job.name}: {what} is {value} at epoch {epoch + 1}, step {first + 1}; "
+                f"the last good checkpoint ({self.checkpoint}) is kept. Lower train.lr or set train.clip_theta."
+            )
+        return recent
+
+
 def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], checkpoint: Path | None = None,
-          stop_after_epoch: int | None = None, seed: int | None = None) -> list[dict]:
+          seed: int | None = None) -> list[dict]:
     """Train ``job`` and write its weights; returns the history (one dict per epoch).
 
     Args:
@@ -459,7 +606,6 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
         weights_out: ``.safetensors`` path for the final weights.
         config: the validated workflow config.
         checkpoint: checkpoint path (default: beside the weights, ``.ckpt.safetensors``).
-        stop_after_epoch: stop (as if killed) after this epoch, with a checkpoint; for tests of resuming.
         seed: the run's training seed (weight initialisation and batch order); None: the job's first
             seed (``train.seeds``/``train.seed``, :func:`mrsr.config.job_seeds`).
     """
@@ -472,137 +618,51 @@ def train(job: Job, patches: Path, weights_out: Path, config: dict[str, Any], ch
     torch.manual_seed(cfg.seed)
     fast.apply()  # cuDNN autotuning off and deterministic algorithms on when train.deterministic
     options = model_options(config, job.model)
-    model = build_model(job.model, job.scale, job.strategy, **options)
-    if cfg.init:
-        try:
-            model.apply_init(cfg.init, cfg.init_std)
-        except ValueError as exc:
-            raise ConfigError(f"config key 'train.init' of {job.name}: {exc}") from exc
-    model = model.to(device)
-    if fast.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = build_for_training(job, cfg, options, device, fast)
     checkpoint = checkpoint or weights_out.with_name(weights_out.stem + ".ckpt.safetensors")
-
-    data = np.load(patches)
-    # The whole patch set lives on the training device; a batch is one on-device index.
-    lr_all = torch.from_numpy(data["lr"]).to(device)
-    hr_all = torch.from_numpy(data["hr"]).to(device)
-    stored_val = sum(k.startswith("val_lr_") for k in data.files)
-    val_pairs = [(data[f"val_lr_{i}"], data[f"val_hr_{i}"]) for i in range(min(stored_val, cfg.val_slices))]
-    n = len(lr_all)
-    if n == 0:
-        raise ConfigError(f"{patches}: no training patches (config key 'patches.x{job.scale}.lr_size' larger than the images?)")
-    if cfg.batch_size > n:  # every batch would repeat patches; and memory grows with the batch, not the data
-        raise ConfigError(f"config key 'train.batch_size': {cfg.batch_size} is larger than the {n} training patches "
-                          f"of x{job.scale}; use at most {n}")
-    steps = cfg.steps_per_epoch or math.ceil(n / cfg.batch_size)
-    border = border_pixels(config, job.scale)
-
+    data = PatchSet.load(patches, job, cfg, device)
+    steps, border = cfg.steps_per_epoch or math.ceil(len(data.lr) / cfg.batch_size), border_pixels(config, job.scale)
     optimizer = make_optimizer(model, cfg, fast)
     schedule = LrSchedule.from_config(cfg, steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)  # stepped once per optimiser step
-    start, history, extra = 0, [], {}
-    fingerprint = run_fingerprint(job, cfg, options, tuple(lr_all.shape), tuple(hr_all.shape))
-    clean_stale_temporaries(checkpoint.parent)  # half-written checkpoints of killed runs
-    resumed = load_checkpoint(checkpoint, model, optimizer, scheduler, device, fingerprint) if checkpoint.exists() else None
-    if resumed is not None:
-        start, history, extra = resumed
-        print(f"{job.name}: resuming after epoch {start} from {checkpoint}")
-    else:
-        # Where training starts from, on the validation slices, beside bicubic on the same slices: the
-        # facts that say whether two jobs (Table 1's strategies) started alike, and how far one got.
-        extra = {"initial_val_psnr": validation_psnr(model, val_pairs, border, device),
-                 "bicubic_val_psnr": validation_psnr(build_model("bicubic", job.scale).to(device), val_pairs,
-                                                     border, device)}
+    fingerprint = run_fingerprint(job, cfg, options, tuple(data.lr.shape), tuple(data.hr.shape))
+    start, history, extra = resume_or_start(checkpoint, model, optimizer, scheduler, fingerprint, job, data, border, device)
     train_step = make_train_step(model, optimizer, fast, device, loss_reduction=cfg.loss_reduction)
-    sync_every = fast.sync_every
-    print(f"{job.name}: {n} patches, {steps} steps of {cfg.batch_size} per epoch, device {device}, {fast}")
-    # Where the time goes outside the steps (issue #12: a run took longer than the step rate says).
-    timing: dict[str, Any] = {"setup_s": time.perf_counter() - t_setup, "first_step_s": None}
+    print(f"{job.name}: {len(data.lr)} patches, {steps} steps of {cfg.batch_size} per epoch, device {device}, {fast}")
+    timing: dict[str, Any] = {"setup_s": time.perf_counter() - t_setup, "first_step_s": None}  # beside the steps
+    epochs = Epochs(job, cfg, device, model, data, border, steps, schedule, scheduler, train_step, fast.sync_every,
+                    checkpoint, timing)
     last_checkpoint = time.monotonic()
-
     model.train()
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        # Enough permutations to cover `steps` batches; each batch is a slice of indices on device.
-        reps = math.ceil(steps * cfg.batch_size / n)
-        order = torch.cat([torch.randperm(n, generator=gen) for _ in range(reps)]).to(device)
-        lr_now = cfg.lr * schedule(scheduler.last_epoch)  # the base rate (multiplier 1) at this step
-        losses, norms = [], []
-        bar = tqdm(range(steps), desc=f"{job.name} epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=not os.isatty(2))
-        t_steps = time.perf_counter()
-        for step in bar:
-            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            # Adjustable clipping (VDSR): theta over the current base rate, which moves every step.
-            rate = cfg.lr * schedule(scheduler.last_epoch)
-            clip = None if cfg.clip_theta is None else (cfg.clip_theta / rate if cfg.clip_adjustable else cfg.clip_theta)
-            loss, norm = train_step(lr_all[idx], hr_all[idx], clip)
-            scheduler.step()
-            losses.append(loss)
-            norms.append(norm)
-            if timing["first_step_s"] is None:  # compilation (and CUDA-graph recording) happen here
-                synchronize(device)
-                timing["first_step_s"] = time.perf_counter() - t_steps
-            if (step + 1) % sync_every == 0 or step + 1 == steps:
-                recent = torch.stack(losses[-sync_every:]).float().cpu()
-                # the gradient norm too: with clipping, an infinite gradient is scaled to zero and
-                # the loss stays finite while nothing is learnt (lr 1e6 "trained" to exit 0)
-                recent_norms = torch.stack(norms[-sync_every:]).float().cpu()
-                bad = (~(torch.isfinite(recent) & torch.isfinite(recent_norms))).nonzero()
-                if len(bad):
-                    k = int(bad[0, 0])
-                    first = len(losses) - len(recent) + k
-                    what = "loss" if not torch.isfinite(recent[k]) else "gradient norm"
-                    value = (recent if what == "loss" else recent_norms)[k].item()
-                    raise NonFiniteLossError(
-                        f"{job.name}: {what} is {value} at epoch {epoch + 1}, step {first + 1}; "
-                        f"the last good checkpoint ({checkpoint}) is kept. Lower train.lr or set train.clip_theta."
-                    )
-                bar.set_postfix(loss=f"{recent[-1].item():.2e}")
-        steps_s = time.perf_counter() - t_steps  # the last step's loss was read: the GPU is done
-        t_val = time.perf_counter()
-        val_psnr = validation_psnr(model, val_pairs, border, device)
-        val_s = time.perf_counter() - t_val
-        row = {
-            "epoch": epoch + 1, "loss": torch.stack(losses).float().mean().item(), "lr": lr_now,
-            "grad_norm": torch.stack(norms).float().mean().item(), "val_psnr": val_psnr,
-            "seconds": 0.0, "steps_s": steps_s, "samples_per_s": steps * cfg.batch_size / steps_s,
-            "val_s": val_s, "checkpoint_s": 0.0,
-        }
-        history.append(row)
-        stopping = stop_after_epoch is not None and epoch + 1 >= stop_after_epoch
-        # A checkpoint (a device-to-host copy of weights and optimiser state, and a file write) every
-        # checkpoint_every_s seconds rather than every epoch: a paper epoch of a light model on a GPU
-        # takes about a second. A killed job then redoes at most that much. The last epoch needs
-        # none: the weights are written next.
-        if epoch + 1 < cfg.epochs and (stopping or time.monotonic() - last_checkpoint >= cfg.checkpoint_every_s):
+        history.append(row := epochs.run(epoch))
+        # Every checkpoint_every_s, not every epoch (a light model's paper epoch on a GPU takes about a
+        # second); a killed job redoes at most that much. The last epoch's weights are written next.
+        if epoch + 1 < cfg.epochs and time.monotonic() - last_checkpoint >= cfg.checkpoint_every_s:
             t_ckpt = time.perf_counter()
             row["seconds"] = t_ckpt - t0  # the checkpoint's history is complete up to here
             save_checkpoint(checkpoint, model, optimizer, scheduler, epoch + 1, history, fingerprint, extra)
-            row["checkpoint_s"] = time.perf_counter() - t_ckpt
-            last_checkpoint = time.monotonic()
+            row["checkpoint_s"], last_checkpoint = time.perf_counter() - t_ckpt, time.monotonic()
         row["seconds"] = time.perf_counter() - t0
         print(json.dumps(row))
-        if stopping:
-            return history
-
-    meta = {
+    write_run(weights_out, model, history, checkpoint, {
         "model": job.model, "scale": job.scale, "strategy": job.strategy, "options": options,
         "train": asdict(cfg), "config": config, "git_revision": git_revision(),
-        "patches": {"file": str(patches), "count": n}, "device": str(device),
+        "patches": {"file": str(patches), "count": len(data.lr)}, "device": str(device),
         "final_val_psnr": history[-1]["val_psnr"] if history else None,
         **extra,  # initial_val_psnr, bicubic_val_psnr
-        "recipe": effective_recipe(model, cfg, options, steps),
-        "torch": torch.__version__, "fast_path": asdict(fast),
-        "timing": run_timing(timing, history, job, options, (lr_all.shape[-1], hr_all.shape[-1]), device),
-    }
+        "recipe": effective_recipe(model, cfg, options, steps), "torch": torch.__version__, "fast_path": asdict(fast),
+        "timing": run_timing(timing, history, job, options, (data.lr.shape[-1], data.hr.shape[-1]), device)})
+    return history
+
+
+def write_run(weights_out: Path, model: SuperResolver, history: list[dict], checkpoint: Path, meta: dict[str, Any]) -> None:
+    """Write the trained weights with their sidecar ``meta`` and the history CSV; remove the checkpoint."""
     save_weights(weights_out, model, meta)
     write_csv(weights_out.with_name(weights_out.stem + ".history.csv"), pd.DataFrame(history, columns=HISTORY_COLUMNS))
     for leftover in (checkpoint, checkpoint.with_suffix(".json")):
         leftover.unlink(missing_ok=True)
-    return history
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

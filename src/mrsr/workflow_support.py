@@ -4,7 +4,7 @@ configuration is one profile file, and what a job depends on beyond its files.
 
 - Job outputs: each (model, strategy, scale) is a training job named by :class:`mrsr.config.Job`
   (``proposed_multi_x2``); :func:`job_pattern` is the rules' ``{job}`` wildcard constraint, made
-  from that one definition and the model registry, so a wildcard matches exactly the names
+  from that one definition and the model spec (:mod:`mrsr.modelspec`), so a wildcard matches exactly the names
   ``Job.from_name`` accepts. Seeds and the split-leakage check add folder levels (:data:`SEED_DIR`,
   :data:`BY_PATIENT`) with constraints of their own (:data:`SEED_RE`, :data:`SPLIT_DIR_RE`).
 - :func:`profile_file`: a run's configuration is exactly one profile file, which every job reads.
@@ -13,7 +13,9 @@ configuration is one profile file, and what a job depends on beyond its files.
   it calls; each rule lists ``code(command)`` (:func:`source_digest`) among its params, a digest of
   the files of :func:`command_sources`: the import closure of the module of the ``mrsr`` command it
   runs, derived from the source, so a change to the code a command runs reruns that command's jobs
-  and no others. dvc.yaml's stages depend on the same files (tests/test_workflow.py checks that each
+  and no others. A rule whose jobs each run one model (train, evaluate) lists ``code(command,
+  model)``: the closure through that model's module only, and of the model spec that model's entry,
+  so editing one model's file reruns that model's jobs and those over every model. dvc.yaml's stages depend on the same files (tests/test_workflow.py checks that each
   stage's code deps are the union of its rules' command sources), so `dvc repro` and Snakemake
   agree on what a code change invalidates. The ingest rule's input is
   a folder of source data, whose own modification time says little (a fresh clone gives every file
@@ -24,7 +26,9 @@ configuration is one profile file, and what a job depends on beyond its files.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
+import json
 import os
 import re
 from functools import lru_cache
@@ -33,7 +37,8 @@ from typing import Any
 
 import yaml
 
-from mrsr.config import ConfigError, Job, trainable
+from mrsr.config import ConfigError, Job
+from mrsr.modelspec import MODEL_SPECS
 
 # --- job outputs: wildcard patterns and path segments ---------------------------------------------
 
@@ -60,13 +65,11 @@ def seed_dir(seed: int) -> str:
 def job_pattern() -> str:
     """The rules' ``{job}`` wildcard constraint: every training job's name, and nothing else.
 
-    Each (model, strategy, scale) of the registry whose model has learned parameters, named by
+    Each (model, strategy, scale) of the model spec whose model has learned parameters, named by
     :attr:`mrsr.config.Job.name`, so a path matches a rule exactly when ``Job.from_name`` accepts
     its stem as a training job (tests/test_workflow_support.py checks this through Snakemake).
     """
-    from mrsr.models import MODEL_REGISTRY  # deferred: torch is imported only when the rules are parsed
-
-    names = [Job(model, strategy, scale).name for model, spec in MODEL_REGISTRY.items() if trainable(model)
+    names = [Job(model, strategy, scale).name for model, spec in MODEL_SPECS.items() if spec.trainable
              for strategy in spec.strategies for scale in spec.scales]
     return "|".join(map(re.escape, sorted(names)))
 
@@ -134,23 +137,34 @@ def _with_parents(module: str) -> set[str]:
     return {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
 
 
+# The model package imports each model's module by the name its spec entry gives
+# (mrsr.models.MODEL_REGISTRY), which no import statement shows: these are its edges.
+MODELS_PACKAGE = "mrsr.models"
+SPEC_MODULE = "mrsr.modelspec"
+
+
 @lru_cache(maxsize=None)
-def imported_modules(module: str) -> frozenset[str]:
+def imported_modules(module: str, model: str | None = None) -> frozenset[str]:
     """The modules of the package that ``module``'s source imports, anywhere in it.
 
     Read from the source with :mod:`ast`, not by importing it: ``import mrsr.x``, ``from mrsr.x
     import y`` (with ``mrsr.x.y`` when that is a module) and ``from mrsr import x``, at module level
     or inside functions (a deferred import runs when the function does), with the packages above
-    each. Relative imports are not followed: the package has none (tests/test_workflow_support.py
-    compares the result with what importing loads).
+    each; for :data:`MODELS_PACKAGE`, the model modules its registry loads from
+    :data:`mrsr.modelspec.MODEL_SPECS`. Relative imports are not followed: the package has none
+    (tests/test_workflow_support.py compares the result with what importing loads).
 
     Args:
         module: a module of the package, e.g. ``mrsr.evaluate``.
+        model: for one model's jobs: the registry's edge to that model's module only (a module that
+            imports another model's module by name still depends on it); None: to every model's.
     """
     path = _module_file(module)
     if path is None:
         raise KeyError(f"{module}: no such module in {PACKAGE}")
     found: set[str] = set()
+    if module == MODELS_PACKAGE:
+        found.update(spec.module for name, spec in MODEL_SPECS.items() if model in (None, name))
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if alias.name.split(".")[0] == "mrsr")
@@ -162,11 +176,12 @@ def imported_modules(module: str) -> frozenset[str]:
 
 
 @lru_cache(maxsize=None)
-def import_closure(module: str) -> frozenset[str]:
+def import_closure(module: str, model: str | None = None) -> frozenset[str]:
     """``module``, its packages, and every package module they import, transitively.
 
     Args:
         module: a module of the package, e.g. ``mrsr.evaluate``.
+        model: for one model's jobs (see :func:`imported_modules`); None: for any job.
     """
     seen: set[str] = set()
     todo = list(_with_parents(module))
@@ -174,26 +189,36 @@ def import_closure(module: str) -> frozenset[str]:
         name = todo.pop()
         if name not in seen:
             seen.add(name)
-            todo.extend(imported_modules(name))
+            todo.extend(imported_modules(name, model))
     return frozenset(seen)
 
 
+def _command_modules(command: str, model: str | None) -> frozenset[str]:
+    """The modules whose change can change what ``mrsr <command>`` writes (for ``model``'s jobs only,
+    when given): the command module's import closure less :data:`PLUMBING`, and without :data:`SPEC_MODULE` when the command builds no model
+    (then the spec only validates its configuration, as mrsr.errors's checks decide whether it runs)."""
+    from mrsr.cli import COMMANDS
+
+    modules = import_closure(COMMANDS[command][0], model) - PLUMBING
+    return modules if MODELS_PACKAGE in modules else modules - {SPEC_MODULE}
+
+
 @lru_cache(maxsize=None)
-def command_sources(command: str) -> tuple[str, ...]:
-    """The files under src/mrsr whose change can change what ``mrsr <command>`` writes, relative to
-    the package folder and sorted: the import closure of the command's module (mrsr.cli.COMMANDS)
-    less :data:`PLUMBING`, and the :data:`PACKAGE_DATA` of its modules.
+def command_sources(command: str, model: str | None = None) -> tuple[str, ...]:
+    """The files under src/mrsr whose change can change what ``mrsr <command>`` writes (for ``model``'s
+    jobs, when given), relative to the package folder and sorted: the files of :func:`_command_modules`
+    and the :data:`PACKAGE_DATA` of those modules.
 
     Args:
         command: a command of mrsr.cli.COMMANDS, e.g. ``evaluate``.
+        model: a model of :data:`mrsr.modelspec.MODEL_SPECS`: the sources of that model's jobs only,
+            so editing one model's file reruns that model's jobs; None: of every job of the command.
 
     Raises:
         KeyError: ``command`` is not an mrsr command.
     """
-    from mrsr.cli import COMMANDS
-
     files: set[Path] = set()
-    for module in import_closure(COMMANDS[command][0]) - PLUMBING:
+    for module in _command_modules(command, model):
         path = _module_file(module)
         files.add(path)
         for relative in PACKAGE_DATA.get(module, ()):
@@ -203,16 +228,24 @@ def command_sources(command: str) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=None)
-def source_digest(command: str) -> str:
-    """12 hex digits of SHA-256 over the names and bytes of :func:`command_sources` of ``command``.
+def source_digest(command: str, model: str | None = None) -> str:
+    """12 hex digits of SHA-256 over the code ``mrsr <command>`` runs for ``model``'s jobs (None: for
+    any job): the names and bytes of its :func:`command_sources`, except that the model spec counts as
+    the entries the jobs use (``model``'s; None: all, in order), so adding or editing one model's
+    entry reruns only that model's jobs and those that list every model (summarize, timing, report).
 
     Raises:
-        KeyError: ``command`` is not an mrsr command.
+        KeyError: ``command`` is not an mrsr command, or ``model`` not a registered model.
     """
+    spec_file = _module_file(SPEC_MODULE).relative_to(PACKAGE).as_posix()
     digest = hashlib.sha256()
-    for relative in command_sources(command):
+    for relative in command_sources(command, model):
         digest.update(relative.encode() + b"\0")
-        digest.update((PACKAGE / relative).read_bytes())
+        if relative == spec_file:
+            specs = [MODEL_SPECS[model]] if model else list(MODEL_SPECS.values())
+            digest.update(json.dumps([dataclasses.asdict(spec) for spec in specs], sort_keys=True).encode())
+        else:
+            digest.update((PACKAGE / relative).read_bytes())
     return digest.hexdigest()[:12]
 
 

@@ -74,10 +74,11 @@ CONFIG_TEXT = yaml.safe_dump(config, sort_keys=True)
 shell.prefix(f"export MRSR_CONFIG_SHA256={file_sha256(PROFILE_FILE)}; ")
 
 
-def code(command):
-    """Digest of the package source `mrsr <command>` runs (a params entry: changed code reruns the jobs
-    of the rules running that command, as dvc.yaml's deps on the same files make `dvc repro` do)."""
-    return source_digest(command)
+def code(command, model=None):
+    """Digest of the package source `mrsr <command>` runs, for `model`'s jobs when given (a params
+    entry: changed code reruns the jobs that run it; editing one model's file reruns that model's
+    jobs and those over every model, as dvc.yaml's deps on the same files make `dvc repro` do)."""
+    return source_digest(command, model)
 
 
 def whole_machine():

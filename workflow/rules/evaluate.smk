@@ -19,7 +19,7 @@ rule evaluate_bicubic:
     params:
         store=lambda wc, input: os.path.dirname(input.index),
         evaluate=config["evaluate"],
-        code=code("evaluate"),
+        code=code("evaluate", "bicubic"),
     log:
         f"{LOGS}/evaluate/{{splitdir}}bicubic_x{{scale}}.log",
     benchmark:
@@ -50,7 +50,7 @@ rule evaluate_model:
         model=lambda wc: wildcard_job(wc).model,
         scale=lambda wc: wildcard_job(wc).scale,
         threads=cpu_threads,
-        code=code("evaluate"),
+        code=lambda wc: code("evaluate", wildcard_job(wc).model),
     threads: whole_machine()
     log:
         f"{LOGS}/evaluate/{{splitdir}}{SEED_DIR}/{{job}}.log",

@@ -23,11 +23,11 @@ rule train:
         train=lambda wc: job_train_settings(config, wildcard_job(wc), seed=int(wc.seed)),
         model=lambda wc: model_options(config, wildcard_job(wc).model),
         threads=cpu_threads,
-        code=code("train"),
+        code=lambda wc: code("train", wildcard_job(wc).model),
     threads: whole_machine()
     resources:
         gpu=1,
-        # Share of one GPU (src/mrsr/models/base.py, SuperResolver.gpu_slots: light baselines 1, the
+        # Share of one GPU (src/mrsr/modelspec.py, ModelSpec.gpu_slots: light baselines 1, the
         # proposed net, de-CNN and FSCWN 4). `--resources gpu_slots=8` packs jobs onto one card; without
         # it the resource is unlimited. SLURM ignores it: each job gets its own GPU (gpu=1).
         gpu_slots=lambda wc: wildcard_job(wc).gpu_slots,

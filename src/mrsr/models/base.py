@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from mrsr.models.blocks import bicubic_deconv_kernel, he_normal_
+from mrsr.modelspec import GPU_SLOTS_PER_CARD, GROUP_NAMES, HEAVY, LIGHT, ModelSpec
+
+__all__ = ["GPU_SLOTS_PER_CARD", "GROUP_NAMES", "HEAVY", "INIT_SCHEMES", "LIGHT", "SuperResolver"]
 
 #: Initialisation schemes of ``train.init`` (per parameter group; :meth:`SuperResolver.apply_init`).
 #: ``default``: as the model builds itself (He, plus its own options such as ``residual_init``);
@@ -21,23 +25,6 @@ from mrsr.models.blocks import bicubic_deconv_kernel, he_normal_
 #: Only convolutions and transposed convolutions are (re)initialised; PReLU slopes and the proposed
 #: net's fusion weights keep their constructor values.
 INIT_SCHEMES = ("default", "he", "gaussian", "zero", "bicubic")
-#: Parameter-group names models may declare, with one meaning across models (docs/models.md):
-#: ``body`` the feature layers; ``last`` the reconstruction layer that writes the image or residual
-#: (SRCNN's 5x5, FSRCNN's deconvolution, ESPCN's sub-pixel convolution, de-CNN's and FSCWN's last
-#: convolution, the proposed net's feature deconvolution); ``upsample`` a learned interpolation of the
-#: LR image (de-CNN's deconvolution, the proposed net's image deconvolution); ``fusion`` the proposed
-#: net's branch weights w_i. The schema's ``train.param_groups`` and ``train.init`` name the same
-#: (tests/test_config.py checks them against this tuple).
-GROUP_NAMES = ("body", "last", "upsample", "fusion")
-
-# GPU sharing (docs/gpu.md): `snakemake --resources gpu_slots=8` runs training jobs
-# side by side on one card while their slots sum to at most 8. The weights follow the cost per patch
-# (docs/models.md): the proposed net, de-CNN and FSCWN need about 100 times the FLOPs of SRCNN, FSRCNN
-# and ESPCN. On an H100 the proposed net at batch 128 reaches 13% of the bf16 peak even with CUDA
-# graphs, so two heavy jobs still fit a card; a light job is bound by its host thread (ESPCN x2:
-# 78,458 samples/s with kernels too small to fill the GPU), so eight can overlap.
-GPU_SLOTS_PER_CARD = 8
-LIGHT, HEAVY = 1, 4
 
 
 class SuperResolver(nn.Module, abc.ABC):
@@ -47,8 +34,9 @@ class SuperResolver(nn.Module, abc.ABC):
     :meth:`loss_outputs`. Inputs and outputs are intensities normalised to about [0, 1].
 
     Every model class takes ``(scale, strategy=None, *, <its options>)``, so the registry
-    (:data:`mrsr.models.MODEL_REGISTRY`) maps a config name straight to the class, and the class
-    attributes below say what the class supports.
+    (:data:`mrsr.models.MODEL_REGISTRY`) maps a config name straight to the class. A subclass names
+    its entry of :data:`mrsr.modelspec.MODEL_SPECS` (``spec = MODEL_SPECS["srcnn"]``), from which
+    it takes the class attributes below: what it supports is stated once, torch-free.
 
     Args:
         scale: the integer upscaling factor the model is built for; one of :attr:`scales`.
@@ -58,18 +46,22 @@ class SuperResolver(nn.Module, abc.ABC):
         ValueError: a scale or strategy the class does not support.
     """
 
+    #: its entry of the model spec; the four attributes below are copied from it.
+    spec: ClassVar[ModelSpec]
     #: the scales the model is defined for (the config and the constructor refuse others).
-    scales: tuple[int, ...] = (2, 3, 4)
+    scales: ClassVar[tuple[int, ...]]
     #: the strategies of Table 1 it has; ``(None,)`` for models without strategies.
-    strategies: tuple[str | None, ...] = (None,)
-    #: the names :meth:`param_groups` returns (among :data:`GROUP_NAMES`), the same for every option and
-    #: strategy (a group may be empty, e.g. ``fusion`` of proposed/single); ``train.param_groups`` and
-    #: ``train.init`` may name them (checked by :mod:`mrsr.config`). Empty: no learned parameters, so
-    #: no training job (:func:`mrsr.config.trainable`).
-    groups: tuple[str, ...] = ("body",)
-    #: its share of one GPU when training jobs share a card (Snakemake resource ``gpu_slots`` of rule
-    #: ``train``; a card has :data:`GPU_SLOTS_PER_CARD`): :data:`LIGHT` or :data:`HEAVY`.
-    gpu_slots: int = LIGHT
+    strategies: ClassVar[tuple[str | None, ...]]
+    #: the names :meth:`param_groups` returns (empty: no learned parameters, no training job).
+    groups: ClassVar[tuple[str, ...]]
+    #: its share of one GPU when training jobs share a card: :data:`LIGHT` or :data:`HEAVY`.
+    gpu_slots: ClassVar[int]
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        spec = cls.__dict__.get("spec")
+        if spec is not None:
+            cls.scales, cls.strategies, cls.groups, cls.gpu_slots = spec.scales, spec.strategies, spec.groups, spec.gpu_slots
 
     def __init__(self, scale: int, strategy: str | None = None) -> None:
         super().__init__()

@@ -6,6 +6,7 @@ import torch
 
 from mrsr.data.resize import torch_upscale
 from mrsr.models.base import SuperResolver
+from mrsr.modelspec import MODEL_SPECS
 
 
 class Bicubic(SuperResolver):
@@ -16,7 +17,7 @@ class Bicubic(SuperResolver):
         strategy: ``None`` (bicubic has no strategies and no options).
     """
 
-    groups = ()
+    spec = MODEL_SPECS["bicubic"]
 
     def layer_groups(self) -> dict:
         """No parameters, no groups."""

@@ -35,8 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mrsr.models.base import HEAVY, SuperResolver
+from mrsr.models.base import SuperResolver
 from mrsr.models.blocks import bicubic_deconv_kernel, bicubic_support_kernel, same_conv, upsampling_deconv
+from mrsr.modelspec import MODEL_SPECS
 
 DECONV_INITS = ("bicubic", "he")
 
@@ -56,8 +57,7 @@ class DeCNN(SuperResolver):
             for the proposed net's feature branch; a few CPU minutes cannot undo a random residual).
     """
 
-    groups = ("upsample", "body", "last")
-    gpu_slots = HEAVY
+    spec = MODEL_SPECS["decnn"]
 
     def __init__(
         self,

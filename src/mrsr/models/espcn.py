@@ -24,6 +24,7 @@ from torch import nn
 
 from mrsr.models.base import SuperResolver
 from mrsr.models.blocks import three_conv_layers
+from mrsr.modelspec import MODEL_SPECS
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"tanh": torch.tanh, "relu": torch.relu}
 
@@ -39,7 +40,7 @@ class ESPCN(SuperResolver):
         activation: ``tanh`` (published) or ``relu``; no activation after the last layer.
     """
 
-    groups = ("body", "last")
+    spec = MODEL_SPECS["espcn"]
 
     def __init__(
         self,

@@ -37,8 +37,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mrsr.data.resize import torch_upscale
-from mrsr.models.base import HEAVY, SuperResolver
+from mrsr.models.base import SuperResolver
 from mrsr.models.blocks import ResidualBranch, same_conv
+from mrsr.modelspec import MODEL_SPECS
 
 DEFAULT_WIDTHS = (64, 72, 80, 88, 96, 104, 112, 120)
 
@@ -56,9 +57,7 @@ class FSCWN(SuperResolver):
             net starts as bicubic interpolation (the quick profile's choice).
     """
 
-    scales = (2,)
-    groups = ("body", "last")
-    gpu_slots = HEAVY
+    spec = MODEL_SPECS["fscwn"]
 
     def __init__(self, scale: int, strategy: str | None = None, *, features: int = 64,
                  widths: Sequence[int] = DEFAULT_WIDTHS, residual_init: str = "he") -> None:

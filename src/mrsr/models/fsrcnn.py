@@ -22,6 +22,7 @@ from torch import nn
 
 from mrsr.models.base import SuperResolver
 from mrsr.models.blocks import same_conv, upsampling_deconv
+from mrsr.modelspec import MODEL_SPECS
 
 
 class FSRCNN(SuperResolver):
@@ -36,7 +37,7 @@ class FSRCNN(SuperResolver):
         deconv_kernel: odd size of the deconvolution kernel; published: 9.
     """
 
-    groups = ("body", "last")
+    spec = MODEL_SPECS["fsrcnn"]
 
     def __init__(
         self,

@@ -32,10 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mrsr.models import onednn
-from mrsr.models.base import HEAVY, SuperResolver
+from mrsr.models.base import SuperResolver
 from mrsr.models.blocks import ResidualBranch, bicubic_deconv_kernel, same_conv, upsampling_deconv
-
-STRATEGIES = ("single", "double", "multi")
+from mrsr.modelspec import MODEL_SPECS
 
 
 class MultiResolutionSR(SuperResolver):
@@ -43,7 +42,7 @@ class MultiResolutionSR(SuperResolver):
 
     Args:
         scale: upscaling factor n.
-        strategy: ``single``, ``double`` or ``multi`` (Table 1; :data:`STRATEGIES`).
+        strategy: ``single``, ``double`` or ``multi`` (Table 1).
         features: feature maps per layer (paper: 128).
         units: residual units N (paper: 9).
         deconv_kernel: odd size of the deconvolution kernel (paper/FSRCNN: 9).
@@ -51,9 +50,7 @@ class MultiResolutionSR(SuperResolver):
         feature_deconv_init: ``he`` (paper) or ``zero``.
     """
 
-    strategies = STRATEGIES
-    groups = ("body", "last", "upsample", "fusion")
-    gpu_slots = HEAVY
+    spec = MODEL_SPECS["proposed"]
 
     def __init__(
         self,

@@ -24,6 +24,7 @@ from torch import nn
 from mrsr.data.resize import torch_upscale
 from mrsr.models.base import SuperResolver
 from mrsr.models.blocks import three_conv_layers
+from mrsr.modelspec import MODEL_SPECS
 
 
 class SRCNN(SuperResolver):
@@ -38,7 +39,7 @@ class SRCNN(SuperResolver):
         kernel_sizes: odd kernel sizes of the three layers (f1, f2, f3); published: (9, 1, 5).
     """
 
-    groups = ("body", "last")
+    spec = MODEL_SPECS["srcnn"]
 
     def __init__(
         self,

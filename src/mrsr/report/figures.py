@@ -15,9 +15,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from mrsr import paper  # noqa: E402
 from mrsr.config import Job  # noqa: E402
 from mrsr.metrics import crop_border, psnr, ssim  # noqa: E402
+from mrsr.modelspec import MODEL_SPECS, display_name, report_order  # noqa: E402
 
 
 def png_bytes_uri(png: bytes) -> str:
@@ -51,9 +51,9 @@ def figure3_panels(names: list[str]) -> list[tuple[str, str]]:
     by_method = {}
     for name in names:
         job = Job.from_name(name)
-        if job.model != "proposed" or job.strategy == "multi":
+        if job.strategy == MODEL_SPECS[job.model].table_strategy:
             by_method[job.model] = name
-    return [(by_method[m], paper.DISPLAY_NAMES.get(m, m)) for m in paper.METHOD_ORDER if m in by_method]
+    return [(by_method[m], display_name(m)) for m in report_order() if m in by_method]
 
 
 def _error_scale(errors: list[np.ndarray]) -> float:

@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 
 from mrsr import paper
+from mrsr.modelspec import MODEL_SPECS, display_name, report_order
 
 
 def size_labels(frame: pd.DataFrame) -> list[dict[str, str]]:
@@ -29,10 +30,10 @@ def table3_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
     fp32["strategy"] = fp32["strategy"].fillna("").astype(str)
     rows = []
     for scale in sorted(fp32["scale"].unique()):
-        for method in paper.METHOD_ORDER:
+        for method in report_order():
             part = fp32[(fp32["scale"] == scale) & (fp32["method"] == method)]
-            if method == "proposed":
-                part = part[part["strategy"] == "multi"]
+            if MODEL_SPECS[method].table_strategy:
+                part = part[part["strategy"] == MODEL_SPECS[method].table_strategy]
             if part.empty:
                 continue
             by_size = {r.size: r for r in part.itertuples()}
@@ -40,8 +41,8 @@ def table3_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
             times = {label: {"median": r.ms_per_slice / 1e3, "q25": r.ms_q25 / 1e3, "q75": r.ms_q75 / 1e3,
                              "min": r.ms_min / 1e3, "max": r.ms_max / 1e3, "timed_as": r.timed_as}
                      for label, r in by_size.items()}
-            pub = paper.TABLE3.get(method, {}).get(int(scale))
-            rows.append({"scale": int(scale), "method": paper.DISPLAY_NAMES.get(method, method), "times": times,
+            pub = paper.TABLE3.get(MODEL_SPECS[method].paper, {}).get(int(scale))
+            rows.append({"scale": int(scale), "method": display_name(method), "times": times,
                          "gflop": first.gflop_per_slice, "gflops": first.gflops, "ratio": first.roofline_ratio,
                          "load": getattr(first, "other_load_cores", None),
                          "paper_s": pub, "vs_paper": times[first.size]["median"] / pub if pub else None})

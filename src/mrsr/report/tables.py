@@ -21,6 +21,7 @@ from mrsr import paper
 from mrsr.config import Job, job_train_settings, leakage_job, model_options
 from mrsr.evaluate import summarize
 from mrsr.models.proposed import MultiResolutionSR
+from mrsr.modelspec import MODEL_SPECS, display_name, report_order
 
 
 def bootstrap_diff(a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -155,25 +156,26 @@ def table2_rows(summary: pd.DataFrame, per_image: dict[str, pd.DataFrame], confi
     from ``config``.
     """
     rows = []
-    ours = summary[(summary["method"] != "proposed") | (summary["strategy"] == "multi")]
+    ours = summary[[strategy == (MODEL_SPECS[m].table_strategy or "") if m in MODEL_SPECS else True
+                    for m, strategy in zip(summary["method"], summary["strategy"].fillna(""))]]
     for scale in sorted(ours["scale"].unique()):
         at = ours[ours["scale"] == scale].set_index("method")
         bic = at.loc["bicubic"] if "bicubic" in at.index else None
         best = best_baseline(at)
         best_images = per_image.get(Job(best, None, int(scale)).name) if best else None
-        for method in paper.METHOD_ORDER:
+        for method in report_order():
             if method not in at.index:
                 continue
             r = at.loc[method]
-            pub = paper.TABLE2.get(method, {}).get(int(scale))
+            pub = paper.TABLE2.get(MODEL_SPECS[method].paper, {}).get(int(scale))
             pub_bic = paper.TABLE2["bicubic"].get(int(scale))
-            job = Job(method, "multi" if method == "proposed" else None, int(scale))
-            row = {"method": paper.DISPLAY_NAMES.get(method, method), "scale": int(scale), "psnr": r["psnr"],
+            job = Job(method, MODEL_SPECS[method].table_strategy, int(scale))
+            row = {"method": display_name(method), "scale": int(scale), "psnr": r["psnr"],
                    "ssim": r["ssim"], "psnr_std": r["psnr_std"], "psnr_fg": r["psnr_fg"], "n": int(r["n_images"]),
                    "paper_psnr": pub[0] if pub else None, "paper_ssim": pub[1] if pub else None, **seed_spread(r, method)}
             row["diff_psnr"] = r["psnr"] - pub[0] if pub else None
             own = per_image.get(job.name)
-            row["best_baseline"] = paper.DISPLAY_NAMES.get(best, best) if best else None
+            row["best_baseline"] = display_name(best) if best else None
             row["is_best_baseline"] = method == best
             row["note"] = None
             if method != best and own is not None and best_images is not None:
@@ -249,7 +251,7 @@ def table1_rows(summary: pd.DataFrame, config: dict[str, Any]) -> list[dict[str,
     if bic is not None:
         r = summary[(summary["method"] == "bicubic") & (summary["scale"] == 2)].iloc[0]
         pub = paper.TABLE2["bicubic"][2]
-        rows.append({"strategy": paper.DISPLAY_NAMES["bicubic"], "psnr": r["psnr"], "ssim": r["ssim"],
+        rows.append({"strategy": display_name("bicubic"), "psnr": r["psnr"], "ssim": r["ssim"],
                      "paper_psnr": pub[0], "paper_ssim": pub[1], "paper_table": 2, "diff_psnr": r["psnr"] - pub[0],
                      "init": None, "schedule": None, "note": None, **seed_spread(r, "bicubic")})
     for strategy, name in paper.STRATEGY_NAMES.items():
@@ -316,7 +318,7 @@ def leakage_comparison(config: dict[str, Any], summary: pd.DataFrame, per_image:
     if series["psnr_seed_sd"] is not None and patient["psnr_seed_sd"] is not None:
         se = math.sqrt(series["psnr_seed_sd"] ** 2 / series["n_seeds"] + patient["psnr_seed_sd"] ** 2 / patient["n_seeds"])
     beyond = None if se is None else abs(difference) > 2 * se
-    name = paper.DISPLAY_NAMES.get(job.model, job.model) if job.strategy in (None, "multi") else job.name
+    name = display_name(job.model) if job.strategy == MODEL_SPECS[job.model].table_strategy else job.name
     return {"name": name, "job": job.name, "scale": job.scale, "rows": rows, "difference": difference, "se": se,
             "beyond_seeds": beyond}
 
