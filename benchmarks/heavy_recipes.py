@@ -56,18 +56,21 @@ ARMS: dict[str, dict[str, tuple[dict[str, Any], int | None]]] = {
         "paper-sgd-wd-conv": ({"weight_decay_params": "conv_weights"}, None),
         "adam2e-4-cos": ({**ADAM, "lr": 2e-4, "param_groups": {}}, None),
         "adam2e-4-cos-p48": ({**ADAM, "lr": 2e-4, "param_groups": {}}, 48),
+        "adam5e-4-cos": ({**ADAM, "lr": 5e-4, "param_groups": {}}, None),
     },
     "decnn": {
         "adam1e-4-cos": ({}, None),
         "adam2e-4-cos": ({"lr": 2e-4}, None),
         "adam5e-4-cos": ({"lr": 5e-4}, None),
         "adam2e-4-cos-p48": ({"lr": 2e-4}, 48),
+        "adam1e-3-cos": ({"lr": 1e-3}, None),
     },
     "fscwn": {
         "adam1e-4-cos": ({}, None),
         "adam2e-4-cos": ({"lr": 2e-4}, None),
         "adam5e-4-cos": ({"lr": 5e-4}, None),
         "adam2e-4-cos-p48": ({"lr": 2e-4}, 48),
+        "adam1e-3-cos": ({"lr": 1e-3}, None),
     },
 }
 

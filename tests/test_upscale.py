@@ -276,7 +276,8 @@ def test_dicom_series_geometry_identity_and_intensities(tmp_path, weights):
         assert b.SeriesDescription == "T1 phantom [mrsr x2]"
         assert "proposed" in b.DerivationDescription and weights.name in b.DerivationDescription
         assert b.SourceImageSequence[0].ReferencedSOPInstanceUID == a.SOPInstanceUID
-        for key in ("PatientName", "StudyInstanceUID", "FrameOfReferenceUID", "EchoTime", "SeriesNumber",
+        assert b.SeriesNumber == a.SeriesNumber + 1000 * 2  # a number of its own (docs/upscale.md's rule)
+        for key in ("PatientName", "StudyInstanceUID", "FrameOfReferenceUID", "EchoTime",
                     "InstanceNumber", "SliceThickness", "RescaleSlope", "RescaleIntercept", "BitsStored"):
             assert b[key].value == a[key].value, key
         private = b[0x00291010].value  # UN bytes when the source was implicit VR: its VR is unknown
@@ -405,7 +406,7 @@ def test_upscale_and_ingest_refuse_a_bad_file_with_the_same_reason(tmp_path):
     from dicom_fixtures import reject_cases
 
     cases = reject_cases(tmp_path, generate_uid())
-    jobs, skipped = collect_inputs([tmp_path / "bad"], tmp_path / "out", "_x2")
+    jobs, skipped, _ = collect_inputs([tmp_path / "bad"], tmp_path / "out", "_x2")
     reasons = {Path(path).name: reason for path, reason in skipped}
     shared = ["text", "no pixels", "rgb", "palette", "1-D", "truncated pixels", "truncated header", "cut before pixels"]
     for name in shared:
@@ -458,7 +459,7 @@ def test_bad_inputs_are_named_and_the_rest_is_written(tmp_path, weights, capsys)
     assert blob.count(b"1.2.840.10008.1.2.1\x00") == 1
     (bad / "odd_ts.dcm").write_bytes(blob.replace(b"1.2.840.10008.1.2.1\x00", b"1.2.826.0.1.9999.771"))
     # unreadable
-    (bad / "notes.txt").write_text("not an image")
+    (bad / "notes.bin").write_text("not an image")
     cut = make_series(tmp_path / "cut", n=1, rle=())[0].read_bytes()
     (bad / "truncated.dcm").write_bytes(cut[: len(cut) - 300])
     (bad / "broken.nii.gz").write_bytes(b"\x1f\x8b garbage")
@@ -468,7 +469,7 @@ def test_bad_inputs_are_named_and_the_rest_is_written(tmp_path, weights, capsys)
     err = capsys.readouterr()
     text = err.err + err.out
     for name, reason in [("rgb.dcm", "colour image (RGB"), ("report.dcm", "not an image"),
-                         ("odd_ts.dcm", "1.2.826.0.1.9999.771"), ("notes.txt", "not a DICOM file"),
+                         ("odd_ts.dcm", "1.2.826.0.1.9999.771"), ("notes.bin", "not a DICOM file"),
                          ("broken.nii.gz", "unreadable NIfTI"), ("missing.dcm", "no such file"),
                          ("truncated.dcm", "truncated or corrupt pixel data")]:
         line = next((ln for ln in text.splitlines() if name in ln and ln.strip().startswith("skipped")), "")

@@ -1,31 +1,27 @@
 """Shipped networks (:mod:`mrsr.zoo`): installed with the package, checksummed, listed, carded, verified.
 
-- ``mrsr upscale --model fsrcnn-x2`` (and ``--scale N`` alone) works on the sample's NIfTI and on a
-  DICOM folder with nothing but the installed package: no training, no network.
+- ``mrsr upscale --model fsrcnn-x2`` (and ``--scale N`` alone, which runs the default the manifest
+  records) works on the sample's NIfTI and on a DICOM folder with nothing but the installed package.
 - Unknown names and altered files are refused in one line, before any weights are loaded.
-- The manifest's and the model cards' figures are the sidecars', which come from the evaluation CSVs
-  (:func:`mrsr.zoo.ship` is tested on CSVs made here); every shipped network beats bicubic, and
-  fsrcnn-x2's test PSNR is recomputed with the real evaluation code on the paper profile's split.
+- The manifest's and the model cards' figures are the sidecars'; every shipped network beats bicubic,
+  and (slow) ``mrsr models --verify --recompute`` computes every card's test figures again.
 - ``mrsr models --verify`` holds for the shipped files and catches a changed recipe; the retraining
   command of the cards runs (slow).
 
-The two slow tests run part of the workflow: ingest, split and evaluate of the whole sample, and a
-Snakemake training job of the paper profile cut to two steps.
+The slow tests evaluate every shipped network on the sample, and run a Snakemake training job of the
+paper profile cut to two steps. Shipping (``--add``) and its failure modes: tests/test_zoo_trust.py.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
-import shutil
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 import pydicom
 import pytest
 import yaml
@@ -35,38 +31,22 @@ from dicom_fixtures import mr_dataset, save
 from workflow_fixtures import copy_workflow, run
 from mrsr import zoo
 from mrsr.cli import main
-from mrsr.config import load_config
+from mrsr.config import file_sha256, load_config
+from mrsr.zoo.cards import model_cards, retrain_command
+from mrsr.zoo.checks import recipe_mismatches
+from zoo_fixtures import SAMPLE_SCAN, small_scan, zoo_copy  # noqa: F401  (fixtures)
 
-SAMPLE_SCAN = Path("data/btp-sample/PGBM-002/T1post_pre-progression.nii.gz")
 MANIFEST = zoo.read_manifest()
+DEFAULTS = {scale: chosen["name"] for scale, chosen in MANIFEST.defaults.items()}
 
 
 def mrsr(*args) -> int:
     return main([str(a) for a in args])
 
 
-@pytest.fixture()
-def small_scan(root, tmp_path) -> Path:
-    """Three 64x64 slices of the sample's PGBM-002 scan (a NIfTI with its header), for quick runs."""
-    image = nib.load(root / SAMPLE_SCAN)
-    data = np.asarray(image.dataobj)[96:160, 96:160, 8:11]
-    path = tmp_path / "small.nii.gz"
-    nib.save(nib.Nifti1Image(data, image.affine, image.header), path)
-    return path
-
-
-@pytest.fixture()
-def zoo_copy(tmp_path, monkeypatch) -> Path:
-    """A copy of the shipped zoo that the commands read instead of the package's (to alter it)."""
-    folder = tmp_path / "zoo"
-    shutil.copytree(zoo.ZOO_DIR, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    monkeypatch.setattr(zoo, "ZOO_DIR", folder)
-    return folder
-
-
 def test_fsrcnn_x2_ships_inside_the_package_small_and_committed(root):
-    assert "fsrcnn-x2" in MANIFEST["models"]
-    files = [e[kind]["file"] for e in MANIFEST["models"].values() for kind in ("weights", "sidecar")]
+    assert "fsrcnn-x2" in MANIFEST.models
+    files = [ref.file for e in MANIFEST.models.values() for ref in (e.weights, e.sidecar)]
     assert sum((zoo.ZOO_DIR / f).stat().st_size for f in files) < 20e6
     # pip install copies them: pyproject's package-data for mrsr.zoo matches every file and the manifest.
     globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["mrsr.zoo"]
@@ -76,6 +56,12 @@ def test_fsrcnn_x2_ships_inside_the_package_small_and_committed(root):
         listed = subprocess.run(["git", "ls-files", "src/mrsr/zoo"], cwd=root, capture_output=True, text=True).stdout
         assert {f"src/mrsr/zoo/{f}" for f in [*files, zoo.MANIFEST]} <= set(listed.split())
     assert not list(zoo.ZOO_DIR.glob("*.pt*")) and not list(zoo.ZOO_DIR.glob("*.pkl"))
+
+
+def test_the_zoo_package_is_small_modules(root):
+    sizes = {p.name: len(p.read_text().splitlines()) for p in (root / "src/mrsr/zoo").glob("*.py")}
+    assert {"manifest.py", "shipping.py", "cards.py", "cli.py"} <= set(sizes)
+    assert max(sizes.values()) <= 250, sizes
 
 
 def test_upscale_a_sample_nifti_with_a_shipped_name(root, tmp_path):
@@ -100,14 +86,13 @@ def test_upscale_a_dicom_folder_with_a_shipped_name(tmp_path):
     assert len(outs) == 3
     first = pydicom.dcmread(outs[0])
     assert (first.Rows, first.Columns) == (96, 80)
-    assert "fsrcnn-x2.safetensors" in first.DerivationDescription
+    assert "fsrcnn-x2" in first.DerivationDescription
 
 
-@pytest.mark.parametrize("scale", sorted(zoo.defaults(MANIFEST)))
-def test_scale_alone_runs_the_default_network_of_that_scale(small_scan, tmp_path, scale):
-    default = zoo.defaults(MANIFEST)[scale]
-    best = max((e["test"]["psnr"], n) for n, e in MANIFEST["models"].items() if e["scale"] == scale)[1]
-    assert default == best
+@pytest.mark.parametrize("scale", sorted(DEFAULTS))
+def test_scale_alone_runs_the_default_network_the_manifest_records(root, small_scan, tmp_path, scale):
+    default = json.loads((root / "src/mrsr/zoo/manifest.json").read_text())["defaults"][str(scale)]["name"]
+    assert DEFAULTS[scale] == default and MANIFEST.models[default].scale == scale
     assert mrsr("upscale", "--scale", scale, "--out", tmp_path / "a", small_scan) == 0
     assert mrsr("upscale", "--model", default, "--out", tmp_path / "b", small_scan) == 0
     name = f"small_x{scale}.nii.gz"
@@ -115,7 +100,7 @@ def test_scale_alone_runs_the_default_network_of_that_scale(small_scan, tmp_path
 
 
 def test_weights_paths_still_work_and_their_scale_is_checked(small_scan, tmp_path):
-    weights = zoo.ZOO_DIR / MANIFEST["models"]["fsrcnn-x2"]["weights"]["file"]
+    weights = zoo.ZOO_DIR / MANIFEST.models["fsrcnn-x2"].weights.file
     assert mrsr("upscale", "--model", weights, "--out", tmp_path / "a", small_scan) == 0
     assert mrsr("upscale", "--model", weights, "--scale", 3, "--out", tmp_path / "b", small_scan) == 2
 
@@ -135,7 +120,7 @@ def test_bad_model_choices_are_one_line_exit_2(small_scan, tmp_path, capsys, arg
 @pytest.mark.parametrize("kind", ["weights", "sidecar"])
 def test_a_shipped_file_that_fails_its_checksum_is_never_loaded(root, zoo_copy, small_scan, tmp_path, capsys,
                                                                  monkeypatch, kind):
-    path = zoo_copy / MANIFEST["models"]["fsrcnn-x2"][kind]["file"]
+    path = zoo_copy / getattr(MANIFEST.models["fsrcnn-x2"], kind).file
     data = bytearray(path.read_bytes())
     data[-2] ^= 1  # one bit: a weight (or a figure) changed, the file still parses
     path.write_bytes(bytes(data))
@@ -154,30 +139,31 @@ def test_a_shipped_file_that_fails_its_checksum_is_never_loaded(root, zoo_copy, 
 def test_models_lists_every_network_with_its_figures_and_the_defaults(capsys):
     assert mrsr("models") == 0
     out = capsys.readouterr().out
-    for name, entry in MANIFEST["models"].items():
+    for name, entry in MANIFEST.models.items():
         row = next(line for line in out.splitlines() if line.startswith(name + " "))
-        assert f"x{entry['scale']}" in row and f"{entry['parameters']:,}" in row
-        assert f"{entry['test']['psnr']:.2f}" in row and f"{entry['test']['gain_db']:+.2f}" in row
-        assert f"{entry['cpu']['ms_per_slice']:.1f}" in row
-        assert ("yes (x" in row) == (zoo.defaults(MANIFEST)[entry["scale"]] == name)
-    assert all(e["cpu"]["cpu"] in out for e in MANIFEST["models"].values())
+        assert f"x{entry.scale}" in row and f"{entry.parameters:,}" in row
+        assert f"{entry.test['psnr']:.2f}" in row and f"{entry.test['gain_db']:+.2f}" in row
+        assert f"{entry.cpu['ms_per_slice']:.1f}" in row
+        assert ("yes (x" in row) == (DEFAULTS[entry.scale] == name)
+    assert all(e.cpu["cpu"] in out for e in MANIFEST.models.values())
 
 
 def test_model_cards_are_the_sidecars_figures(root):
     text = (root / "docs/model-zoo.md").read_text()
-    assert text == zoo.model_cards(), "docs/model-zoo.md is stale: mrsr models --cards docs/model-zoo.md"
-    for name in MANIFEST["models"]:
+    assert text == model_cards(), "docs/model-zoo.md is stale: mrsr models --cards docs/model-zoo.md"
+    for name in MANIFEST.models:
         side = zoo.read_shipped_sidecar(name)
         card = text.split(f"## {name}")[1].split("\n## ")[0]
         for figure in (f"PSNR {side['test']['psnr']:.2f} dB", f"gain {side['test']['gain_db']:+.2f} dB",
-                       f"{side['train']['epochs']} epochs", side["data"]["licence"], zoo.retrain_command(side)):
+                       f"{side['train']['epochs']} epochs", side["data"]["licence"], retrain_command(side)):
             assert figure in card, (name, figure)
 
 
 def test_every_shipped_network_beats_bicubic_and_its_figures_agree():
-    for name, entry in MANIFEST["models"].items():
+    for name, entry in MANIFEST.models.items():
         side = zoo.read_shipped_sidecar(name)
-        assert side["test"] == entry["test"], name
+        assert side["test"] == entry.test, name
+        assert entry.evaluation.weights_sha256 == entry.weights.sha256 == file_sha256(zoo.ZOO_DIR / entry.weights.file)
         t = side["test"]
         assert t["psnr"] > t["bicubic_psnr"] and t["gain_db"] == pytest.approx(t["psnr"] - t["bicubic_psnr"]), name
         assert t["n_slices"] > 0 and side["profile"] == "paper" and side["data"]["source"] == "sample"
@@ -197,76 +183,20 @@ def test_verify_passes_and_catches_a_changed_recipe(root, tmp_path, capsys):
     assert "fsrcnn-x2" in out and "train.lr: 0.002 shipped, 0.5 in the profile" in out
 
 
-# --- shipping: figures from the CSVs ------------------------------------------------------------
-
-
-def evaluation_csv(path: Path, method: str, scale: int, seed: str, psnr: list[float]) -> None:
-    """An ``mrsr evaluate`` per-image CSV with the given PSNRs (its columns, see mrsr.evaluate)."""
-    n = len(psnr)
-    frame = pd.DataFrame({"method": method, "strategy": "", "scale": scale, "seed": seed,
-                          "slice_id": [f"S:{i:04d}" for i in range(n)], "series_key": "S", "patient_id": "PGBM-002",
-                          "psnr": psnr, "ssim": np.linspace(0.9, 0.95, n), "psnr_fg": np.array(psnr) - 2,
-                          "seconds": 0.01})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
-
-
-def test_add_ships_a_trained_network_with_figures_from_its_csvs(tmp_path, patches, default_config, small_scan,
-                                                                monkeypatch, capsys):
-    from mrsr.config import Job
-    from mrsr.train import train
-
-    config = json.loads(json.dumps(default_config))
-    config["train"].update(epochs=1, steps_per_epoch=2, batch_size=8, val_slices=1, threads=1)
-    config["experiments"] = [{"model": "espcn", "scales": [2]}]
-    weights = tmp_path / "models" / "quick" / "seed0" / "espcn_x2.safetensors"
-    train(Job("espcn", None, 2), patches, weights, config, seed=0)
-    per_image = tmp_path / "results/quick/metrics/per_image/seed0/espcn_x2.csv"
-    bicubic = tmp_path / "results/quick/metrics/per_image/bicubic_x2.csv"
-    evaluation_csv(per_image, "espcn", 2, "0", [31.0, 33.0, 35.5])
-    evaluation_csv(bicubic, "bicubic", 2, "", [30.0, 32.0, 33.0])
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
-    # the CSVs are found from the weights' path, as the workflow writes them
-    assert mrsr("models", "--add", weights, "--trained-on", "a test machine") == 0
-    entry = zoo.read_manifest()["models"]["espcn-x2"]
-    assert entry["test"]["psnr"] == pytest.approx(33.1666666) and entry["test"]["gain_db"] == pytest.approx(1.5)
-    assert entry["test"]["bicubic_psnr"] == pytest.approx(31.6666666) and entry["test"]["n_slices"] == 3
-    assert entry["weights"]["sha256"] == zoo.file_sha256(weights)  # the trained file, byte for byte
-    assert entry["parameters"] > 0 and entry["cpu"]["ms_per_slice"] > 0 and entry["cpu"]["cpu"]
-    side = zoo.read_shipped_sidecar("espcn-x2")
-    assert side["training"]["machine"] == "a test machine" and side["seed"] == 0 and side["job"] == "espcn_x2"
-    assert side["source"]["evaluation"]["per_image"]["sha256"] == zoo.file_sha256(per_image)
-    assert "config" not in side and side["train"]["lr"] == config["train"]["lr"]
-    assert mrsr("upscale", "--model", "espcn-x2", "--out", tmp_path / "sr", small_scan) == 0
-    assert "espcn-x2" in zoo.model_cards()
-    # a CSV of another scale is refused, naming it
-    evaluation_csv(tmp_path / "bicubic_x3.csv", "bicubic", 3, "", [30.0, 32.0, 33.0])
-    capsys.readouterr()
-    assert mrsr("models", "--add", weights, "--per-image", per_image, "--bicubic", tmp_path / "bicubic_x3.csv") == 2
-    assert "bicubic_x3.csv" in capsys.readouterr().err
-
-
-# --- recomputed: the real evaluation on the paper profile's split ---------------------------------
+# --- recomputed: every card's figures from its weights, on the sample ------------------------------
 
 
 @pytest.mark.slow
-def test_fsrcnn_x2_test_psnr_is_what_evaluate_gives(root, tmp_path):
-    """Ingest and split the sample as the paper profile does, then evaluate the shipped fsrcnn-x2 and
-    bicubic on every test slice: the same means as its sidecar (which the workflow's CSVs gave)."""
-    config = root / "config/paper.yaml"
-    store, split = tmp_path / "store", tmp_path / "split.csv"
-    assert mrsr("ingest", "--source", "sample", "--input", root / "data/btp-sample", "--out", store) == 0
-    paper = load_config(config)
-    assert mrsr("split", "--store", store, "--config", config, "--by", paper["split"]["by"], "--out", split) == 0
-    side = zoo.read_shipped_sidecar("fsrcnn-x2")
-    for method, extra, key in (("fsrcnn", ["--weights", zoo.shipped_weights("fsrcnn-x2")], "psnr"),
-                               ("bicubic", [], "bicubic_psnr")):
-        out = tmp_path / f"{method}.csv"
-        assert mrsr("evaluate", "--method", method, *extra, "--scale", 2, "--store", store, "--split", split,
-                    "--config", config, "--out", out) == 0
-        frame = pd.read_csv(out)
-        assert len(frame) == side["test"]["n_slices"]
-        assert frame["psnr"].mean() == pytest.approx(side["test"][key], abs=1e-3), method
+def test_verify_recompute_reproduces_every_shipped_card(root, capsys):
+    """``mrsr models --verify --recompute`` evaluates all nine shipped networks (and bicubic) on the
+    sample's test split each card records: every test PSNR within 0.01 dB of its card."""
+    assert mrsr("models", "--verify", "--recompute", "--sample", root / "data/btp-sample") == 0
+    out = capsys.readouterr().out
+    for name, card in MANIFEST.models.items():
+        line = next(line for line in out.splitlines() if line.startswith(f"note: {name}: recomputed"))
+        recomputed = float(line.split("recomputed test PSNR ")[1].split(" dB")[0])
+        assert abs(recomputed - card.test["psnr"]) <= 0.01, (name, recomputed, card.test["psnr"])
+    assert len(MANIFEST.models) == 9 and "verified 9 shipped networks (test figures recomputed)" in out
 
 
 # --- retraining through the workflow -------------------------------------------------------------
@@ -282,13 +212,13 @@ def test_the_cards_retraining_command_trains_with_the_profiles_recipe(root, tmp_
     (work / "config").mkdir()
     (work / "config/paper.yaml").write_text(yaml.safe_dump(paper))
     side = {"profile": "paper", "seed": 0, "job": "espcn_x2"}
-    command = zoo.retrain_command(side).split()
+    command = retrain_command(side).split()
     assert command[:2] == ["snakemake", "--cores"]
     result = run([sys.executable, "-m", *command], work, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     trained = json.loads((work / "models/paper/seed0/espcn_x2.json").read_text())
     profile = load_config(work / "config/paper.yaml")
     shipped_like = {"job": "espcn_x2", "seed": 0, "options": trained["options"], "train": trained["train"]}
-    assert zoo.recipe_mismatches(shipped_like, profile) == []
+    assert recipe_mismatches(shipped_like, profile) == []
     assert trained["train"]["lr"] == 0.002 and trained["train"]["optimizer"] == "adam"
     assert trained["train"]["epochs"] == 1 and trained["recipe"]["steps_per_epoch"] == 2

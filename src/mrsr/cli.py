@@ -1,7 +1,9 @@
 """The ``mrsr`` command. Each subcommand lives in the module that does the work; this file only
 lists them (an explicit table, so a newcomer finds every command's code in one hop) and is the one
 place where bad input becomes a one-line message: a :class:`mrsr.errors.UsageError` raised by any
-command is printed as ``error: <message>`` and ends the command with exit status 2.
+command is printed as ``error: <message>`` and ends the command with exit status 2. Ctrl-C ends any
+command with one line and exit status 130: every file is written under a temporary name that is
+removed when the interrupt unwinds (:mod:`mrsr.io`), so nothing half-written is left behind.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from mrsr.errors import EXIT_USAGE, UsageError
 
 DESCRIPTION = ("Reproducible MR image super-resolution: data, training, evaluation, CPU timing and the HTML report "
                "of the multi-resolution learning CNN, and super-resolution of your own DICOM and NIfTI scans.")
+EXIT_INTERRUPTED = 130  # the shell's status for a command ended by SIGINT
 EPILOG = ("Exit status: 0 success; 2 bad input or usage (one line names the argument or file at fault); "
-          "1 an internal error or a failed run (mrsr train: 3 when the loss became NaN or Inf). "
+          "1 an internal error or a failed run (mrsr train: 3 when the loss became NaN or Inf); "
+          "130 interrupted (Ctrl-C), nothing half-written left. "
           "`mrsr COMMAND --help` describes a command.")
 
 # name -> (module, one-line help). Each module defines ``add_arguments(parser)`` and ``run(args) -> int``
@@ -35,7 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dvc-commit": ("mrsr.dvcsync", "record the workflow's outputs in dvc.lock"),
     "dvc-restore": ("mrsr.dvcsync", "restore DVC-tracked outputs (checkout or --pull) and mark them up to date for Snakemake"),
     "upscale": ("mrsr.upscale", "super-resolve your own DICOM or NIfTI"),
-    "models": ("mrsr.zoo", "list, verify and add the networks shipped with mrsr"),
+    "models": ("mrsr.zoo.cli", "list, verify and add the networks shipped with mrsr"),
     "benchmark": ("mrsr.benchmark", "CPU inference time of one model (JSON with the matmul roofline)"),
     "timing": ("mrsr.timing", "Table 3: CPU time of every evaluated method and scale on test slices"),
     "reference": ("mrsr.reference", "the CPU reference run of Tables 1-2, committed job by job (docs/reference/cpu)"),
@@ -74,9 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(chosen).parse_args(argv)
     try:
+        args = build_parser(chosen).parse_args(argv)
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        # The interrupt has unwound every write in progress (temporaries removed, nothing renamed).
+        print(f"mrsr {chosen or ''}: interrupted; nothing half-written was left", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except UsageError as exc:
         # Input the user can fix: one line naming the argument or file, no traceback. Anything
         # else is a bug and keeps its traceback.

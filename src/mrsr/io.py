@@ -11,6 +11,7 @@ with a plain ``open``; ``tempfile`` alone would make every output private (0600)
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -46,12 +47,12 @@ def current_umask() -> int:
     return old
 
 
-@contextlib.contextmanager
-def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it onto ``target`` if the block succeeds.
+def staging_path(target: str | os.PathLike, suffix: str = "") -> Path:
+    """A new empty hidden temporary file beside ``target`` (named as :func:`clean_stale_temporaries`
+    expects), with the permissions the umask gives; the caller renames it into place or removes it.
 
     Args:
-        target: final file path.
+        target: the final file path (its folder is created).
         suffix: suffix for the temporary name (some writers look at the extension, e.g. ``.npy``).
     """
     target = Path(target)
@@ -61,22 +62,57 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600 whatever the umask
     finally:
         os.close(fd)
-    tmp_path = Path(tmp)
+    return Path(tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike, suffix: str = "", replace: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` if the block succeeds.
+
+    Args:
+        target: final file path.
+        suffix: suffix for the temporary name (some writers look at the extension, e.g. ``.npy``).
+        replace: when False, ``target`` is claimed only if nothing is there at the moment of the
+            rename (a hard link, which fails on an existing name, then the temporary removed):
+            FileExistsError otherwise, even when another process created it meanwhile.
+    """
+    target = Path(target)
+    tmp_path = staging_path(target, suffix)
     try:
         yield tmp_path
-        os.replace(tmp_path, target)
+        # Again here: some writers (safetensors' save_file) replace the file with a new private (0600) one.
+        os.chmod(tmp_path, 0o666 & ~current_umask())
+        if replace:
+            os.replace(tmp_path, target)
+        else:
+            claim_file(tmp_path, target)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
+def claim_file(tmp: Path, target: Path) -> None:
+    """Give ``tmp`` the name ``target`` only if that name is free; FileExistsError if it is taken."""
+    try:
+        os.link(tmp, target)  # atomic, and never onto an existing name
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, "exists", str(target)) from None
+    except OSError:  # a file system without hard links: an exclusive create holds the name instead
+        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        os.replace(tmp, target)
+    else:
+        tmp.unlink()
+
+
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike, keep_empty: bool = True) -> Iterator[Path]:
-    """Yield a temporary folder beside ``target``; it replaces ``target`` if the block succeeds.
+def atomic_dir(target: str | os.PathLike, keep_empty: bool = True, replace: bool = True) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; it takes ``target``'s place if the block succeeds.
 
     Args:
         target: final folder path.
         keep_empty: when False, a block that wrote nothing leaves ``target`` as it was.
+        replace: when False, FileExistsError if anything is at ``target`` when the folder is renamed
+            (a rename onto a folder with files fails, so another process cannot be overwritten).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -85,12 +121,29 @@ def atomic_dir(target: str | os.PathLike, keep_empty: bool = True) -> Iterator[P
     try:
         yield tmp
         if keep_empty or any(tmp.iterdir()):
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
+            _put_dir(tmp, target, replace)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _put_dir(tmp: Path, target: Path, replace: bool) -> None:
+    """Rename folder ``tmp`` to ``target``; an existing ``target`` is moved aside first when ``replace``."""
+    if not replace:
+        if target.exists() or target.is_symlink():
+            raise FileExistsError(errno.EEXIST, "exists", str(target))
+        try:
+            os.rename(tmp, target)
+        except OSError as exc:  # ENOTEMPTY, EEXIST, ENOTDIR: someone claimed the name meanwhile
+            raise FileExistsError(errno.EEXIST, "exists", str(target)) from exc
+        return
+    aside = None
+    if target.exists():
+        aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.{_owner_tag()}", suffix=".old.tmp", dir=target.parent))
+        os.rename(target, aside / "old")
+    os.replace(tmp, target)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:
@@ -154,6 +207,21 @@ def list_files(root: str | os.PathLike, on_error: Callable[[Path, str], None],
             dirs[:] = [d for d in dirs if not d.startswith(".")]
         files.extend(Path(folder) / n for n in names)
     return sorted(p for p in files if p.is_file())
+
+
+# Files that sit beside images in a dataset folder and are never images: skipped in silence by every
+# command that searches a folder for images (ingest, upscale), and never an error.
+NON_IMAGE_SUFFIXES = frozenset({".md", ".txt", ".json", ".csv", ".tsv", ".html", ".htm", ".pdf", ".rst",
+                                ".yaml", ".yml", ".xml", ".py", ".sh", ".bib", ".cff"})
+NON_IMAGE_NAMES = frozenset({"readme", "license", "licence", "copying", "notice", "authors", "changelog",
+                             "citation", "manifest", "dicomdir"})
+
+
+def is_non_image_file(path: str | os.PathLike) -> bool:
+    """Whether a file found in a searched folder is documentation or metadata, not an image: a
+    suffix of :data:`NON_IMAGE_SUFFIXES`, or a name (any suffix) of :data:`NON_IMAGE_NAMES`."""
+    path = Path(path)
+    return path.suffix.lower() in NON_IMAGE_SUFFIXES or path.name.split(".")[0].lower() in NON_IMAGE_NAMES
 
 
 def write_text(target: str | os.PathLike, text: str) -> None:

@@ -200,7 +200,7 @@ def shipped_frame(root: Path = ROOT) -> pd.DataFrame:
     from mrsr.zoo import read_manifest, read_shipped_sidecar
 
     rows, files = [], []
-    for name in sorted(read_manifest()["networks"]):
+    for name in sorted(read_manifest().models):
         if (root / shipped_csv(name)).exists():
             sidecar = read_shipped_sidecar(name)
             files.append(root / shipped_csv(name))

@@ -29,7 +29,11 @@ without ``--overwrite``, ...) or when the weights or the device cannot be used.
 
 Outputs appear complete or not at all: files are renamed into place once written, a DICOM series
 folder once all its files are in, and the next run removes what a killed run left half-written.
-An output that exists already (an earlier run's) is not replaced unless ``--overwrite`` is given. Skipped inputs are reported by name and reason; the others are still written.
+An output that exists already (an earlier run's) is not replaced unless ``--overwrite`` is given, and
+the name is claimed at the rename itself, so a run beside this one cannot replace it either. A run
+never replaces a file it reads, and never reads its own outputs: where ``--out`` lies inside an input
+folder, entries under it named as outputs are left out. Skipped inputs are reported by name and
+reason; the others are still written; the summary names only the files this run wrote.
 Weights load only through :func:`mrsr.weights.load_model` (safetensors plus a JSON sidecar); pickles
 (.pt/.pth/...) are refused because loading them can run arbitrary code. A shipped network is loaded
 only after its files pass their SHA-256 check (:func:`mrsr.zoo.resolve_model`).
@@ -49,6 +53,7 @@ from mrsr.fastpath import DeviceError, pick_device
 from mrsr.inference import Upscaler, bf16_warning
 from mrsr.upscale_io import (
     DicomJob,
+    NiftiJob,
     Outcome,
     Provenance,
     collect_inputs,
@@ -60,7 +65,7 @@ from mrsr.io import clean_stale_temporaries
 from mrsr.limits import add_limit_arguments, limits_from_args
 from mrsr.machine import thread_count, use_threads
 from mrsr.weights import WeightsError, load_model
-from mrsr.zoo import resolve_model
+from mrsr.zoo.manifest import is_shipped_name, resolve_model
 
 EXIT_SKIPPED = 2
 
@@ -95,7 +100,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    args.model = resolve_model(args.model, args.scale)  # a ZooError (unknown name, bad checksum) exits 2
+    given = args.model
+    args.model = resolve_model(given, args.scale)  # a ZooError (unknown name, bad checksum) exits 2
+    # the shipped name that selected the weights (checksummed); a weights path is recorded as a file
+    shipped = args.model.stem if given is None or is_shipped_name(given) else None
     try:
         model, meta = load_model(args.model)
     except WeightsError as exc:
@@ -119,30 +127,32 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_SKIPPED
-    label = f"{meta['model']}/{meta.get('strategy')}"
-    prov = Provenance(scale=upscaler.scale, model=label, weights=Path(args.model))
+    label = meta["model"] + (f"/{meta['strategy']}" if meta.get("strategy") else "")
+    prov = Provenance(scale=upscaler.scale, model=label, weights=Path(args.model), shipped=shipped)
     limits = limits_from_args(args)
-    jobs, skipped = collect_inputs(list(args.inputs), Path(args.out), f"_x{upscaler.scale}", limits)
+    jobs, skipped, ignored = collect_inputs(list(args.inputs), Path(args.out), f"_x{upscaler.scale}", limits)
     total = Outcome(skipped=list(skipped))
+    if ignored:
+        print(f"ignored {len(ignored)} non-image file(s): {', '.join(map(str, ignored))}", file=sys.stderr)
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     for stale in clean_stale_temporaries(args.out):
         print(f"removed {stale}: left half-written by a killed run", file=sys.stderr)
+    read = {src.resolve() for job in jobs for src in _sources(job)}
     for job in jobs:
         name = job.name if isinstance(job, DicomJob) else job.src.name
-        existing = [p for p in job.outputs() if p.exists()]
-        if existing and not args.overwrite:
-            src = getattr(job, "src", Path(name))
-            reason = f"{existing[0]} exists (an earlier output?): not replaced; use --overwrite to replace it"
+        src = getattr(job, "src", Path(name))
+        reason = _refusal(job, read, args.overwrite)
+        if reason:
             print(f"skipped {src}: {reason}", file=sys.stderr)
             total.skipped.append((src, reason))
             continue
         with tqdm(desc=name[-40:], total=_count(job), unit="slice", file=sys.stderr, leave=False) as bar:
             try:
                 if isinstance(job, DicomJob):
-                    done = process_dicom(job, upscaler, prov, _new_series_uid(), bar.update)
+                    done = process_dicom(job, upscaler, prov, _new_series_uid(), bar.update, args.overwrite)
                 else:
-                    done = process_nifti(job, upscaler, prov, bar.update, limits)
+                    done = process_nifti(job, upscaler, prov, bar.update, limits, args.overwrite)
             except Exception as exc:  # one bad input must not stop the others: report it and go on
                 done = Outcome(skipped=[(getattr(job, "src", Path(name)), failure_reason(exc))])
         for path, reason in done.skipped:
@@ -151,6 +161,27 @@ def run(args: argparse.Namespace) -> int:
         total.skipped += done.skipped
     _summary(total, args.out)
     return EXIT_SKIPPED if total.skipped else 0
+
+
+def _sources(job: DicomJob | NiftiJob) -> list[Path]:
+    """The files a job reads."""
+    return [src for src, _ in job.files] if isinstance(job, DicomJob) else [job.src]
+
+
+def _refusal(job: DicomJob | NiftiJob, read: set[Path], overwrite: bool) -> str | None:
+    """Why a job must not write (None: it may): an output that is, or holds, a file this run reads
+    (never replaced, even with ``--overwrite``), or one that exists already without ``--overwrite``.
+    The check is repeated at the rename itself, where another run may have written meanwhile."""
+    for out in job.outputs():
+        target = out.resolve()
+        inside = next((p for p in read if p == target or target in p.parents), None)
+        if inside is not None:
+            return (f"its output {out} would replace {inside}, which this run reads: refused "
+                    "(choose another --out)")
+    existing = [p for p in job.outputs() if p.exists() or p.is_symlink()]
+    if existing and not overwrite:
+        return f"{existing[0]} exists (an earlier output?): not replaced; use --overwrite to replace it"
+    return None
 
 
 def _count(job) -> int | None:

@@ -46,10 +46,14 @@ from mrsr.data.dicom_header import (
     read_dicom_header,
 )
 from mrsr.data.dicom_pixels import read_pixels, stored_dtype, to_stored_values
-from mrsr.io import atomic_dir, atomic_path, list_files
+from mrsr.io import atomic_dir, atomic_path, is_non_image_file, list_files
 from mrsr.limits import SizeLimits, nifti_size_problem
 
 DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
+# The name of an output of mrsr upscale (NAME_x2.nii.gz, IM0001_x3.dcm, 5_T1_x2/, with _2 on collisions):
+# under --out such a name is an output, never an input, even where --out lies inside an input folder.
+OUTPUT_NAME = re.compile(r"_x[0-9]+(?:_[0-9]+)?(?:\.nii\.gz|\.nii|\.dcm|\.dicom|\.ima)?$", re.I)
+SERIES_NUMBER_STEP = 1000  # derived SeriesNumber = input SeriesNumber + SERIES_NUMBER_STEP * scale
 SliceFn = Callable[[np.ndarray], np.ndarray]
 
 
@@ -59,20 +63,29 @@ class SkipInput(Exception):
 
 @dataclass
 class Provenance:
-    """What made the output: recorded in DICOM DerivationDescription and NIfTI descrip."""
+    """What made the output: recorded in DICOM DerivationDescription and NIfTI descrip.
+
+    ``model`` is the network (registry name, with its strategy where it has one: ``proposed/multi``),
+    ``shipped`` the shipped name it was selected by (None for a weights file given as a path).
+    """
 
     scale: int
     model: str
     weights: Path
+    shipped: str | None = None
 
     @cached_property
     def weights_sha256(self) -> str:
         return hashlib.sha256(self.weights.read_bytes()).hexdigest()
 
+    def source(self) -> str:
+        """The shipped name, or the weights file's name: what selects these weights again."""
+        return f"shipped network {self.shipped}" if self.shipped else f"weights file {self.weights.name}"
+
     def describe(self) -> str:
         return (
-            f"Super-resolved x{self.scale} in-plane by mrsr upscale with model {self.model}, "
-            f"weights {self.weights.name} (sha256 {self.weights_sha256[:16]}); "
+            f"Super-resolved x{self.scale} in-plane by mrsr upscale with network {self.model}, "
+            f"{self.source()} (sha256 {self.weights_sha256[:16]}); "
             "intensities divided by the series maximum for the model and restored"
         )
 
@@ -169,10 +182,14 @@ def collect_inputs(inputs: list[Path], out_dir: Path, suffix: str,
     DICOM, not a greyscale image, no decoder for its transfer syntax, a declared size over ``limits``
     or beyond its pixel data, ...) is skipped here with its reason, before any pixel data is read.
 
+    Left out of a folder's search, in silence: non-image files (:func:`mrsr.io.is_non_image_file`:
+    README, LICENSE, .json, .txt, ...) and, where ``out_dir`` lies inside the folder, the outputs
+    under it (:func:`is_output`); such a file given by name is skipped with its reason.
+
     Returns:
-        (jobs, skipped) with skipped a list of (path, reason).
+        (jobs, skipped, ignored): skipped a list of (path, reason); ignored the non-image files left out.
     """
-    namer, jobs, skipped = _Namer(), [], []
+    namer, jobs, skipped, ignored = _Namer(), [], [], []
     loose: dict[str, DicomJob] = {}
 
     def header_or_skip(path: Path) -> FileHeader | None:
@@ -187,6 +204,9 @@ def collect_inputs(inputs: list[Path], out_dir: Path, suffix: str,
         if not path.exists():
             skipped.append((path, "no such file or folder"))
             continue
+        if is_output(path, out_dir):
+            skipped.append((path, f"under --out {out_dir} and named as an output: outputs are never read as inputs"))
+            continue
         if path.is_file():
             if is_nifti(path):
                 jobs.append(_nifti_job(path, out_dir, suffix, namer))
@@ -199,7 +219,9 @@ def collect_inputs(inputs: list[Path], out_dir: Path, suffix: str,
         headers: list[FileHeader] = []
         # a folder that cannot be listed is skipped with its reason, like a bad file (rglob was silent)
         files = [p for p in list_files(path, lambda folder, why: skipped.append((folder, why)), skip_hidden_dirs=True)
-                 if not p.name.startswith(".")]
+                 if not p.name.startswith(".") and not is_output(p, out_dir)]
+        ignored += [p for p in files if is_non_image_file(p)]
+        files = [p for p in files if not is_non_image_file(p)]
         for f in files:
             if is_nifti(f):
                 jobs.append(_nifti_job(f, out_dir, suffix, namer))
@@ -217,7 +239,16 @@ def collect_inputs(inputs: list[Path], out_dir: Path, suffix: str,
         if len(jobs) + len(skipped) == n_before:
             skipped.append((path, "no DICOM or NIfTI files found in this folder"))
     jobs.extend(loose.values())
-    return jobs, skipped
+    return jobs, skipped, sorted(set(ignored))
+
+
+def is_output(path: Path, out_dir: Path) -> bool:
+    """Whether ``path`` lies under ``out_dir`` in an entry named as an output (:data:`OUTPUT_NAME`)."""
+    try:
+        relative = path.resolve().relative_to(out_dir.resolve())
+    except (ValueError, OSError):
+        return False
+    return bool(relative.parts) and OUTPUT_NAME.search(relative.parts[0]) is not None
 
 
 def _nifti_job(path: Path, out_dir: Path, suffix: str, namer: _Namer) -> NiftiJob:
@@ -245,6 +276,8 @@ def to_stored(values: np.ndarray, slope: float, inter: float, dtype: np.dtype) -
 
 def failure_reason(exc: Exception) -> str:
     """The one-line reason an input failed: the message of an expected refusal, else the exception named."""
+    if isinstance(exc, FileExistsError):
+        return f"{exc.filename} exists (written meanwhile by another run?): not replaced; use --overwrite to replace it"
     expected = isinstance(exc, (SkipInput, UnreadableDicom))
     return str(exc) if expected else f"failed ({type(exc).__name__}: {exc})"
 
@@ -304,6 +337,9 @@ def _derive(ds: pydicom.Dataset, prov: Provenance, series_uid: str) -> None:
     ds.SeriesInstanceUID = series_uid
     image_type = list(ds.get("ImageType", ["ORIGINAL", "PRIMARY"]))
     ds.ImageType = ["DERIVED", *(image_type[1:] or ["SECONDARY"])]
+    # A series number of its own, so a viewer or PACS never lists two series of one number; the input's
+    # number stays readable in it (5 -> 2005 at x2).
+    ds.SeriesNumber = int(ds.get("SeriesNumber") or 0) + SERIES_NUMBER_STEP * prov.scale
     tag = f" [mrsr x{prov.scale}]"
     ds.SeriesDescription = (str(ds.get("SeriesDescription", "") or "")[: 64 - len(tag)] + tag).strip()
     ds.DerivationDescription = prov.describe()[:1024]
@@ -321,24 +357,25 @@ def _derive(ds: pydicom.Dataset, prov: Provenance, series_uid: str) -> None:
 
 
 def process_dicom(job: DicomJob, upscale: SliceFn, prov: Provenance, new_series_uid: str,
-                  progress: Callable[[int], None] = lambda n: None) -> Outcome:
+                  progress: Callable[[int], None] = lambda n: None, overwrite: bool = False) -> Outcome:
     """Super-resolve the files of one series, each to its planned output path.
 
     Pass 1 decodes every file for the series maximum (the normalisation constant) and minimum (with
     it, the range outputs are clipped to); pass 2 decodes again and writes, so only one file's pixels
     are in memory at a time. A series folder is written as a hidden temporary folder renamed into
-    place once every file is in (a killed run never leaves a partial series that looks complete);
-    it replaces an earlier folder of the same name (the caller decides whether it may).
+    place once every file is in (a killed run never leaves a partial series that looks complete).
+    Each output file or series folder is claimed at that rename: without ``overwrite`` a name that
+    exists by then (an earlier output, or a concurrent run's) raises FileExistsError, never replaced.
     """
     if job.folder is None:
-        return _process_dicom(job, upscale, prov, new_series_uid, progress, lambda out: out)
-    with atomic_dir(job.folder, keep_empty=False) as staging:
+        return _process_dicom(job, upscale, prov, new_series_uid, progress, lambda out: out, overwrite)
+    with atomic_dir(job.folder, keep_empty=False, replace=overwrite) as staging:
         return _process_dicom(job, upscale, prov, new_series_uid, progress,
-                              lambda out: staging / out.relative_to(job.folder))
+                              lambda out: staging / out.relative_to(job.folder), True)
 
 
 def _process_dicom(job: DicomJob, upscale: SliceFn, prov: Provenance, new_series_uid: str,
-                   progress: Callable[[int], None], where: Callable[[Path], Path]) -> Outcome:
+                   progress: Callable[[int], None], where: Callable[[Path], Path], overwrite: bool) -> Outcome:
     """:func:`process_dicom`'s two passes; each output ``out`` is written at ``where(out)``."""
     outcome, good = Outcome(), []
     lo, hi = math.inf, -math.inf
@@ -376,7 +413,7 @@ def _process_dicom(job: DicomJob, upscale: SliceFn, prov: Provenance, new_series
             data = result.tobytes()
             del ds.PixelData
             ds.add_new(0x7FE00010, "OB" if info.bits_allocated == 8 else "OW", data + b"\0" * (len(data) % 2))
-            with atomic_path(where(out), suffix=".dcm") as tmp:
+            with atomic_path(where(out), suffix=".dcm", replace=overwrite) as tmp:
                 pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
             outcome.written.append(out)
         except Exception as exc:
@@ -398,12 +435,14 @@ def upscaled_affine(affine: np.ndarray, scale: int) -> np.ndarray:
 
 
 def process_nifti(job: NiftiJob, upscale: SliceFn, prov: Provenance,
-                  progress: Callable[[int], None] = lambda n: None, limits: SizeLimits = SizeLimits()) -> Outcome:
+                  progress: Callable[[int], None] = lambda n: None, limits: SizeLimits = SizeLimits(),
+                  overwrite: bool = False) -> Outcome:
     """Super-resolve a NIfTI-1/2 volume in-plane, slice by slice along the third axis.
 
     The output keeps the data type, scl_slope/scl_inter, qform/sform codes and extensions; slices
     are read and written one at a time (the output is streamed into the file), so memory stays at a
-    few slices whatever the volume size.
+    few slices whatever the volume size. The output is claimed when renamed into place: without
+    ``overwrite`` an existing name (an earlier or a concurrent run's) raises FileExistsError.
     """
     src, s = job.src, prov.scale
     try:
@@ -455,10 +494,10 @@ def process_nifti(job: NiftiJob, upscale: SliceFn, prov: Provenance,
     out_hdr.set_zooms(zooms)
     if (slope, inter) != (1.0, 0.0):
         out_hdr.set_slope_inter(slope, inter)
-    out_hdr["descrip"] = f"mrsr upscale x{s} {prov.model}"[:79]
+    out_hdr["descrip"] = f"mrsr upscale x{s} {prov.shipped or prov.model}"[:79]
     out_hdr["vox_offset"] = 0  # recomputed from the extensions by write_to
     gz = job.out.name.lower().endswith(".gz")
-    with atomic_path(job.out, suffix=".nii.gz" if gz else ".nii") as tmp:
+    with atomic_path(job.out, suffix=".nii.gz" if gz else ".nii", replace=overwrite) as tmp:
         with (gzip.open(tmp, "wb", compresslevel=6) if gz else open(tmp, "wb")) as f:
             out_hdr.write_to(f)
             offset = int(out_hdr["vox_offset"])

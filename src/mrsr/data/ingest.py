@@ -23,7 +23,7 @@ import nibabel as nib
 import numpy as np
 
 from mrsr.data.store import INTEGER_DTYPES, SeriesSlices, SliceStoreWriter
-from mrsr.io import list_files
+from mrsr.io import is_non_image_file, list_files
 from mrsr.limits import SizeLimits, add_limit_arguments, limits_from_args, nifti_size_problem
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -147,7 +147,7 @@ def _read_source(source: str, input_dir: Path, writer: SliceStoreWriter, limits:
         ingest_nifti_files([p for p in files if is_nifti(p)], input_dir, writer, spacing_known=False, limits=limits)
     elif source == "local":
         ingest_nifti_files([p for p in files if is_nifti(p)], input_dir, writer, limits=limits)
-        others = [p for p in files if not is_nifti(p) and p.suffix.lower() not in {".md", ".csv", ".json", ".html", ".txt"}]
+        others = [p for p in files if not is_nifti(p) and not is_non_image_file(p)]  # README, LICENSE: not images
         if others:
             from mrsr.data.dicom import ingest_dicom_files
 
