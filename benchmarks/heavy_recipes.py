@@ -186,15 +186,15 @@ def plot(out: Path, figure: Path) -> pd.DataFrame:
     frames = [pd.read_csv(out / n / f"{a}.csv") for n, arms in ARMS.items() for a in arms if (out / n / f"{a}.csv").exists()]
     table = pd.concat(frames, ignore_index=True)
     networks = [n for n in ARMS if n in set(table["network"])]
-    fig, axes = plt.subplots(1, len(networks), figsize=(5.2 * len(networks), 4.4), squeeze=False)
+    # One y axis for all panels: the networks' levels are compared too (at equal steps, not equal FLOPs).
+    fig, axes = plt.subplots(1, len(networks), figsize=(5.2 * len(networks), 4.4), squeeze=False, sharey=True)
     for ax, network in zip(axes[0], networks):
         rows = table[table["network"] == network]
         for arm, curve in rows.groupby("arm", sort=False):
             ax.plot(curve["step"], curve["val_psnr"], marker="o", ms=3, label=arm)
         bicubic = rows["bicubic_val_psnr"].dropna().iloc[0]
         ax.axhline(bicubic, color="grey", lw=1, ls=":", label=f"bicubic {bicubic:.2f} dB")
-        top = rows["val_psnr"].max()
-        ax.set_ylim(bicubic - 1.0, top + 0.3)
+        ax.set_ylim(bicubic - 0.5, table["val_psnr"].max() + 0.3)
         ax.set_xlabel(f"optimiser steps ({BASE_BATCH} x {BASE_LR_SIZE}² LR pixels each)")
         ax.set_ylabel("validation PSNR (dB), x2")
         ax.set_title(f"{network} (x2), seed 0")
