@@ -3,6 +3,7 @@ nothing else, and what is committed is complete per job and agrees with its per-
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -54,21 +55,52 @@ def test_committed_reference_is_consistent():
     assert reference.check(ROOT) == []
 
 
-def test_check_finds_a_summary_that_disagrees_and_a_job_half_committed(tmp_path):
-    if not reference.done_jobs(ROOT):
-        pytest.skip("no job committed in docs/reference/cpu yet")
-    shutil.copytree(ROOT / "docs" / "reference", tmp_path / "docs" / "reference")
+def _commit_fake_job(root: Path, job: str, psnrs: list[float], bicubic: list[float], epochs: int = 20) -> None:
+    """A committed job as `mrsr reference collect` leaves it: five files, bicubic at its scale."""
+    scale = int(job.rsplit("_x", 1)[1])
+    files = reference.workflow_files(job)
+    for kind in ("weights", "history", "example"):
+        path = root / reference.committed(files[kind])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"not read by the check")
+    sidecar = {"model": job.rsplit("_x", 1)[0], "strategy": None, "scale": scale, "git_revision": "0" * 40,
+               "recipe": {"epochs": epochs, "steps_per_epoch": 99, "batch_size": 128}}
+    (root / reference.committed(files["sidecar"])).write_text(json.dumps(sidecar))
+
+    def per_image(method: str, values: list[float], seed: str) -> pd.DataFrame:
+        return pd.DataFrame({"method": method, "strategy": "", "scale": scale, "seed": seed,
+                             "slice_id": [f"s:{i}" for i in range(len(values))], "psnr": values,
+                             "ssim": 0.9, "psnr_fg": values})
+
+    path = root / reference.committed(files["per_image"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    per_image(sidecar["model"], psnrs, "0").to_csv(path, index=False)
+    for kind, bpath in reference.bicubic_files(scale).items():
+        target = root / reference.committed(bpath)
+        if kind == "per_image":
+            per_image("bicubic", bicubic, "").to_csv(target, index=False)
+        else:
+            target.write_bytes(b"example")
+
+
+def test_check_finds_a_summary_that_disagrees_a_job_half_committed_and_a_wrong_budget(tmp_path):
     shutil.copytree(ROOT / "config", tmp_path / "config")
     shutil.copytree(ROOT / "data" / "btp-sample", tmp_path / "data" / "btp-sample")
+    _commit_fake_job(tmp_path, "fsrcnn_x2", [37.0, 38.0, 39.0], [35.0, 36.0, 37.0])
+    reference.write_summary(tmp_path)
     assert reference.check(tmp_path) == []
-    job = reference.done_jobs(tmp_path)[0]
-    summary = tmp_path / reference.REFERENCE_DIR / "summary.csv"
-    table = pd.read_csv(summary, keep_default_na=False)
-    table.loc[table["job"] == job, "psnr"] += 0.01
-    table.to_csv(summary, index=False)
-    assert any(f"{job}'s PSNR" in p for p in reference.check(tmp_path))
-    (tmp_path / reference.committed(reference.workflow_files(job)["history"])).unlink()
-    assert any(p.startswith(f"{job}: only") for p in reference.check(tmp_path))
+    summary = pd.read_csv(tmp_path / reference.REFERENCE_DIR / "summary.csv", keep_default_na=False)
+    row = summary.set_index("job").loc["fsrcnn_x2"]
+    assert (row["psnr"], row["gain_db"], row["epochs"], row["samples"]) == (38.0, 2.0, 20, 20 * 99 * 128)
+    table = summary.copy()
+    table.loc[table["job"] == "fsrcnn_x2", "psnr"] += 0.01
+    table.to_csv(tmp_path / reference.REFERENCE_DIR / "summary.csv", index=False)
+    assert any("fsrcnn_x2's PSNR" in p for p in reference.check(tmp_path))
+    _commit_fake_job(tmp_path, "srcnn_x2", [37.0], [35.0], epochs=100)
+    reference.write_summary(tmp_path)
+    assert reference.check(tmp_path) == ["srcnn_x2: trained 100 epochs, the reference budget is 20"]
+    (tmp_path / reference.committed(reference.workflow_files("srcnn_x2")["history"])).unlink()
+    assert any(p.startswith("srcnn_x2: only") for p in reference.check(tmp_path))
 
 
 def _snakemake(repo: Path, *args: str) -> subprocess.CompletedProcess:
