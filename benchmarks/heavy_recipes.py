@@ -54,6 +54,7 @@ ARMS: dict[str, dict[str, tuple[dict[str, Any], int | None]]] = {
     "proposed": {
         "paper-sgd": ({}, None),
         "paper-sgd-wd-conv": ({"weight_decay_params": "conv_weights"}, None),
+        "adam5e-5-cos": ({**ADAM, "lr": 5e-5, "param_groups": {}}, None),
         "adam1e-4-cos": ({**ADAM, "lr": 1e-4, "param_groups": {}}, None),
         "adam2e-4-cos": ({**ADAM, "lr": 2e-4, "param_groups": {}}, None),
         "adam2e-4-cos-p48": ({**ADAM, "lr": 2e-4, "param_groups": {}}, 48),
