@@ -1,4 +1,5 @@
-"""Issue #19: recipes for the proposed net compared on validation, same seed, data and step budget.
+"""The proposed net's start compared on validation, same seed, data and step budget (the optimiser and
+rate were compared later, at equal compute and for every heavy network: benchmarks/heavy_recipes.py).
 
 Each arm is config/paper.yaml with one change to the proposed net's recipe, trained by the real
 loop (:func:`mrsr.train.train`) on the paper profile's x2 patches, multi strategy, seed 0, batch 128,
@@ -68,7 +69,7 @@ def arm_config(base: dict[str, Any], arm: str, steps: int, every: int) -> tuple[
 
 
 def torch_kaiming(layer: nn.Conv2d | nn.ConvTranspose2d) -> None:
-    """The initialisation before #19: kaiming_normal_ on every layer (a transposed convolution's
+    """torch's kaiming_normal_ on every layer (a transposed convolution's
     fan-in taken from its output maps)."""
     nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
     if layer.bias is not None:
