@@ -107,7 +107,7 @@ def bicubic_files(scale: int, profile: str = "paper-cpu") -> dict[str, Path]:
             "example": results / "examples" / f"bicubic_x{scale}.npz"}
 
 
-def committed(path: Path, profile: str = "paper-cpu") -> Path:
+def committed(path: Path) -> Path:
     """Where a workflow file lives in the reference (the path below models/<profile>/ or results/<profile>/)."""
     top, _, *rest = path.parts
     return REFERENCE_DIR / ("models" if top == "models" else "results") / Path(*rest)
