@@ -5,16 +5,20 @@
 # stops loses at most the job it was running. A later run (any machine) restores the committed jobs
 # and goes on with the rest.
 #
-#   bash scripts/reference-cpu.sh [--commit] [--jobs N] [--cores N]
+#   bash scripts/reference-cpu.sh [--commit] [--jobs N] [--cores N] [JOB ...]
+#
+# Naming jobs limits the run to those of them still pending (two checkouts can then share a machine,
+# one core each: one torch thread per job keeps OpenMP from spinning when the cores are shared).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-commit=0 max_jobs=1000 cores=2
+commit=0 max_jobs=1000 cores=2 only=()
 while (($#)); do
   case $1 in
     --commit) commit=1 ;;
     --jobs) max_jobs=$2; shift ;;
     --cores) cores=$2; shift ;;
-    *) echo "usage: bash scripts/reference-cpu.sh [--commit] [--jobs N] [--cores N]" >&2; exit 2 ;;
+    -*) echo "usage: bash scripts/reference-cpu.sh [--commit] [--jobs N] [--cores N] [JOB ...]" >&2; exit 2 ;;
+    *) only+=("$1") ;;
   esac
   shift
 done
@@ -38,6 +42,7 @@ done
 done_jobs=0
 for job in $(mrsr reference pending); do
   ((done_jobs < max_jobs)) || break
+  if ((${#only[@]})) && [[ " ${only[*]} " != *" $job "* ]]; then continue; fi
   echo "== $job: $(date -u +%FT%TZ)"
   scale=${job##*_x} results=results/paper-cpu
   nice -n 19 snakemake --cores "$cores" \
