@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CPU reference run (docs/reference/cpu, src/mrsr/reference.py): train the jobs of
+# The CPU reference run (docs/reference/cpu, src/mrsr/reference/): train the jobs of
 # config/paper-cpu.yaml not committed yet, one at a time, at the lowest CPU priority, and copy each
 # into docs/reference/cpu as soon as it finishes; with --commit, commit it at once, so a session that
 # stops loses at most the job it was running. A later run (any machine) restores the committed jobs
@@ -34,7 +34,9 @@ for weights in src/mrsr/zoo/*.safetensors; do
   name=$(basename "$weights" .safetensors)
   out=docs/reference/cpu/results/metrics/per_image/shipped/$name.csv
   [[ -f $out ]] && continue
-  model=${name%-x*} scale=${name##*-x}
+  # the sidecar names the model (a shipped name need not: proposed-multi-x2)
+  model=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["model"])' "${weights%.safetensors}.json")
+  scale=${name##*-x}
   mkdir -p "$(dirname "$out")"
   mrsr evaluate --method "$model" --weights "$weights" --scale "$scale" --store data/prepared/paper-cpu/store \
     --split data/prepared/paper-cpu/split.csv --config "$profile" --threads "$cores" --out "$out"
@@ -58,3 +60,14 @@ for job in $(mrsr reference pending); do
   done_jobs=$((done_jobs + 1))
 done
 mrsr reference check
+[[ -z $(mrsr reference pending) ]] || exit 0
+# Every job committed: render the report from them (summary, Table 3's timing and the report run; the
+# training jobs are restored, hence done) and publish it into docs/reference/cpu.
+mrsr reference restore
+nice -n 19 snakemake --cores "$cores" reports/paper-cpu/report.html --rerun-triggers mtime --quiet rules \
+  --configfile "$profile"
+mrsr reference publish
+if ((commit)); then
+  git add docs/reference/cpu
+  git commit -q -m "reference-cpu: the report rendered from every committed job" -- docs/reference/cpu
+fi

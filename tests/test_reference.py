@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
+from safetensors.torch import save_file
 
 from mrsr import reference
 
@@ -63,6 +65,7 @@ def _commit_fake_job(root: Path, job: str, psnrs: list[float], bicubic: list[flo
         path = root / reference.committed(files[kind])
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"not read by the check")
+    save_file({"w": torch.zeros(4)}, str(root / reference.committed(files["weights"])))  # read: fp32 or fp16?
     sidecar = {"model": job.rsplit("_x", 1)[0], "strategy": None, "scale": scale, "git_revision": "0" * 40,
                "recipe": {"epochs": epochs, "steps_per_epoch": 99, "batch_size": 128}}
     (root / reference.committed(files["sidecar"])).write_text(json.dumps(sidecar))
@@ -138,3 +141,119 @@ def test_restored_jobs_are_done_for_snakemake_and_the_rest_is_planned(tmp_path):
     (repo / "data/prepared/paper-cpu/patches/x2.npz").touch()
     stale = _snakemake(repo, "--rerun-triggers", "mtime", "-n", *targets)
     assert "rule train:" in stale.stdout and job in stale.stdout
+
+
+# --- shipping: the proposed net against the shipped FSRCNN, on validation and on test -------------
+def _validation_rows(name: str, psnrs: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"name": name, "method": name.split("_")[0].split("-")[0], "strategy": "", "scale": 2,
+                         "slice": range(len(psnrs)), "psnr": psnrs, "sha256": "0" * 64})
+
+
+def _shipping_tree(root: Path, validation_gain: float, test_gain: float) -> None:
+    """A reference with proposed_multi_x2 committed and the shipped fsrcnn-x2 evaluated, the candidate
+    ahead by the given gains (slice by slice, with spread) on validation and test."""
+    from mrsr.reference.validation import VALIDATION_CSV
+
+    shutil.rmtree(root / reference.REFERENCE_DIR, ignore_errors=True)
+    spread = [0.3, -0.3, 0.1, -0.1, 0.25, -0.25, 0.05, -0.05]  # mean 0: the gains are exact
+    base = [37.0 + s for s in spread]
+    _commit_fake_job(root, "proposed_multi_x2", [b + test_gain + s / 2 for b, s in zip(base, spread)], base)
+    shipped = root / reference.shipped_csv("fsrcnn-x2")
+    shipped.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"method": "fsrcnn", "strategy": "", "scale": 2, "seed": 0,
+                  "slice_id": [f"s:{i}" for i in range(len(base))], "psnr": base, "ssim": 0.9}).to_csv(shipped, index=False)
+    validation = pd.concat([_validation_rows("proposed_multi_x2", [b + validation_gain + s / 2 for b, s in zip(base * 2, spread * 2)]),
+                            _validation_rows("fsrcnn-x2", base * 2)])
+    validation.to_csv(root / VALIDATION_CSV, index=False)
+
+
+def test_the_proposed_net_ships_only_where_it_beats_fsrcnn_on_validation_and_on_test(tmp_path):
+    from mrsr.reference.validation import shipping_frame
+
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    _shipping_tree(tmp_path, validation_gain=0.4, test_gain=0.3)
+    row = shipping_frame(tmp_path).iloc[0]
+    assert (row["scale"], row["candidate"], row["incumbent"], row["validation_n"], row["test_n"]) == (
+        2, "proposed_multi_x2", "fsrcnn-x2", 16, 8)
+    assert row["validation_gain"] == pytest.approx(0.4) and row["test_gain"] == pytest.approx(0.3)
+    assert row["validation_low"] > 0 and row["test_low"] > 0 and bool(row["ships"])
+    for validation_gain, test_gain in ((0.4, -0.05), (0.0, 0.3)):  # ahead on one side only: it stays out
+        _shipping_tree(tmp_path, validation_gain, test_gain)
+        assert not bool(shipping_frame(tmp_path).iloc[0]["ships"]), (validation_gain, test_gain)
+
+
+def test_validation_of_each_committed_job_is_what_its_training_measured_last():
+    """validation.csv (mrsr reference validate, fp32, slice by slice) agrees with the mean validation
+    PSNR each job's training recorded after its last epoch, on the same 16 slices (0.005 dB)."""
+    from mrsr.reference.validation import VALIDATION_CSV
+
+    validation = pd.read_csv(ROOT / VALIDATION_CSV, keep_default_na=False)
+    for job in reference.done_jobs(ROOT):
+        sidecar = json.loads((ROOT / reference.committed(reference.workflow_files(job)["sidecar"])).read_text())
+        rows = validation[validation["name"] == job]
+        assert len(rows) == 16, job
+        assert rows["psnr"].mean() == pytest.approx(sidecar["final_val_psnr"], abs=0.005), job
+
+
+def test_publish_waits_for_every_job_and_a_rendered_report(tmp_path):
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    _commit_fake_job(tmp_path, "fsrcnn_x2", [37.0], [35.0])
+    with pytest.raises(reference.UsageError, match="publish: 17 jobs not committed yet"):
+        reference.publish(tmp_path)
+    for job in reference.ORDER:
+        _commit_fake_job(tmp_path, job, [37.0], [35.0])
+    with pytest.raises(reference.UsageError, match="render the report first"):
+        reference.publish(tmp_path)
+
+
+# --- fp16 copies: only where every test slice is reproduced -------------------------------------
+@pytest.mark.slow
+def test_compact_keeps_fp16_only_where_every_test_slice_is_reproduced(tmp_path, monkeypatch):
+    """A committed job (the shipped fsrcnn-x2's weights and their own fp32 evaluation) becomes fp16
+    when the fp16 copy gives every test slice's PSNR within 0.01 dB; with one slice of its committed
+    evaluation 0.02 dB off the fp32 file stays; fp16 weights fp16.csv does not vouch for fail the check."""
+    from mrsr.config import file_sha256
+    from mrsr.reference import fp16
+
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    for name in ("Snakefile", "config.yaml", "config", "workflow", "data/btp-sample"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, repo / name)
+    profile = repo / "config" / "paper-cpu.yaml"
+    profile.write_text(profile.read_text().replace("max_test_slices: null", "max_test_slices: 6"))
+    assert _snakemake(repo, "data/prepared/paper-cpu/split.csv").returncode == 0
+    job = "fsrcnn_x2"
+    files = {k: repo / reference.committed(p) for k, p in reference.workflow_files(job).items()}
+    _commit_fake_job(repo, job, [0.0], [35.0])
+    shutil.copy(ROOT / "src/mrsr/zoo/fsrcnn-x2.safetensors", files["weights"])
+    shutil.copy(ROOT / "src/mrsr/zoo/fsrcnn-x2.json", files["sidecar"])
+    prepared = repo / "data/prepared/paper-cpu"
+    evaluated = mrsr("evaluate", "--method", "fsrcnn", "--weights", str(files["weights"]), "--scale", "2",
+                     "--store", str(prepared / "store"), "--split", str(prepared / "split.csv"),
+                     "--config", str(profile), "--threads", "1", "--out", str(files["per_image"]), cwd=repo)
+    assert evaluated.returncode == 0, evaluated.stderr
+    fp32_sha, fp32_csv = file_sha256(files["weights"]), files["per_image"].read_text()
+    monkeypatch.setattr(fp16, "MIN_BYTES", 0)
+
+    # one slice of the committed evaluation 0.02 dB off: the fp16 copy does not reproduce it
+    frame = pd.read_csv(files["per_image"])
+    frame.loc[2, "psnr"] += 0.02
+    frame.to_csv(files["per_image"], index=False)
+    row = fp16.compact(repo).iloc[0]
+    assert not row["kept_fp16"] and 0.01 < row["max_abs_psnr_diff_db"] < 0.03 and row["slices"] == 6
+    assert file_sha256(files["weights"]) == fp32_sha and not fp16.is_half(files["weights"])
+
+    (repo / fp16.FP16_CSV).unlink()
+    files["per_image"].write_text(fp32_csv)
+    row = fp16.compact(repo).iloc[0]
+    assert row["kept_fp16"] and row["max_abs_psnr_diff_db"] <= 0.01 and row["fp32_sha256"] == fp32_sha
+    assert fp16.is_half(files["weights"]) and file_sha256(files["weights"]) == row["fp16_sha256"]
+    assert files["weights"].stat().st_size < 0.6 * (ROOT / "src/mrsr/zoo/fsrcnn-x2.safetensors").stat().st_size
+    reference.write_summary(repo)
+    shipped_budget = ["fsrcnn_x2: trained 100 epochs, the reference budget is 20"]  # the zoo's weights: 100 epochs
+    assert reference.check(repo) == shipped_budget
+    table = pd.read_csv(repo / fp16.FP16_CSV)
+    table["fp16_sha256"] = "0" * 64
+    table.to_csv(repo / fp16.FP16_CSV, index=False)
+    assert reference.check(repo) == shipped_budget + [
+        f"{files['weights']}: fp16 weights that {fp16.FP16_CSV} does not record as reproducing the job's figures"]
