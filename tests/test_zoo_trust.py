@@ -239,7 +239,7 @@ def test_verify_works_in_an_installed_copy_without_a_clone(tmp_path):
     result = subprocess.run([sys.executable, "-m", "mrsr.cli", "models", "--verify"], cwd=elsewhere, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "verified 9 shipped networks" in result.stdout and "recipe not checked" in result.stdout
+    assert "verified 10 shipped networks" in result.stdout and "recipe not checked" in result.stdout
 
 
 # --- the default per scale ---------------------------------------------------------------------------
@@ -250,13 +250,13 @@ def test_the_default_of_a_scale_changes_only_on_purpose(workflow_tree, tmp_path,
 
     tree = tree_copy(workflow_tree, tmp_path)
     assert mrsr("models", "--add", tree / WEIGHTS, "--name", "espcn-quick-x2", "--runs", 2, "--zoo", zoo_copy) == 0
-    assert json.loads((zoo_copy / "manifest.json").read_text())["defaults"]["2"]["name"] == "fsrcnn-x2"
+    assert json.loads((zoo_copy / "manifest.json").read_text())["defaults"]["2"]["name"] == "proposed-multi-x2"
     assert mrsr("models", "--default", "espcn-x2", "--zoo", zoo_copy) == 2  # no message: refused
     assert "--message" in capsys.readouterr().err
     assert mrsr("models", "--default", "espcn-x2", "--message", "faster on CPUs", "--zoo", zoo_copy) == 0
     manifest = json.loads((zoo_copy / "manifest.json").read_text())
     assert manifest["defaults"]["2"] == {"name": "espcn-x2", "message": "faster on CPUs"}
-    assert "fsrcnn-x2 -> espcn-x2 (faster on CPUs)" in manifest["changelog"][-1]
+    assert "proposed-multi-x2 -> espcn-x2 (faster on CPUs)" in manifest["changelog"][-1]
     assert mrsr("upscale", "--scale", 2, "--out", tmp_path / "a", small_scan) == 0
     assert mrsr("upscale", "--model", "espcn-x2", "--out", tmp_path / "b", small_scan) == 0
     np.testing.assert_array_equal(nib.load(tmp_path / "a/small_x2.nii.gz").get_fdata(),

@@ -239,14 +239,15 @@ def shipped_frame(root: Path = ROOT) -> pd.DataFrame:
         if (root / shipped_csv(name)).exists():
             sidecar = read_shipped_sidecar(name)
             files.append(root / shipped_csv(name))
-            rows.append({"job": f"{name} (shipped)", "method": sidecar["model"], "scale": sidecar["scale"],
+            rows.append({"job": f"{name} (shipped)", "method": sidecar["model"],
+                         "strategy": sidecar.get("strategy") or "", "scale": sidecar["scale"],
                          **_budget(sidecar),
                          "sidecar": f"src/mrsr/zoo/{name}.json"})
     if not files:
         return pd.DataFrame()
     table = summarize(files)
     table["strategy"] = table["strategy"].fillna("").astype(str)
-    return table.merge(pd.DataFrame(rows), on=["method", "scale"], how="left")
+    return table.merge(pd.DataFrame(rows), on=["method", "strategy", "scale"], how="left")
 
 
 def write_summary(root: Path = ROOT) -> Path:

@@ -78,7 +78,7 @@ def model_card(name: str, entry: Card, sidecar: dict[str, Any], default: bool) -
         f"{_hours(tr['seconds'])} wall time on {tr['machine']} (device {tr['device']}, torch {tr['torch']})"
         + _steady_time(samples, tr.get("steady_samples_per_s")),
         f"- **CPU time**: {cpu['ms_per_slice']:.1f} ms per {cpu['size']}x{cpu['size']} output slice, "
-        f"{cpu['threads']} threads on {cpu['cpu']}{load}",
+        f"{cpu['threads']} thread{'s' if cpu['threads'] != 1 else ''} on {cpu['cpu']}{load}",
         f"- **SHA-256**: `{entry.weights.sha256}` ({entry.weights.file})",
         f"- **Retrain**: `{retrain_command(sidecar)}`",
         f"- **Use**: `mrsr upscale --model {name} --out sr/ SCAN.nii.gz`",
