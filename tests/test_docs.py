@@ -367,7 +367,8 @@ README_QUOTES = {"+0.49": "docs/models.md", "1.83": "docs/benchmarks.md",
 
 def _shipped_table(manifest: dict) -> list[str]:
     """README's table of the shipped networks, written from the manifest: per scale, bicubic's and each
-    network's test PSNR (dB, gain over bicubic) / SSIM, each rounded from the manifest's own figure."""
+    network's test PSNR (dB, gain over bicubic) / SSIM, each rounded from the manifest's own figure
+    ("-" where a model is not shipped at that scale)."""
     from mrsr.modelspec import display_name, report_order
 
     by = {(m["model"], m["scale"]): m["test"] for m in manifest["models"].values()}
@@ -376,9 +377,10 @@ def _shipped_table(manifest: dict) -> list[str]:
     rows = ["| scale | bicubic | " + " | ".join(display_name(m) for m in models) + " |",
             "|" + "---|" * (len(models) + 2)]
     for scale in scales:
-        first = by[models[0], scale]
+        first = next(by[m, scale] for m in models if (m, scale) in by)
         cells = [f"x{scale}", f"{first['bicubic_psnr']:.2f} / {first['bicubic_ssim']:.3f}"]
-        cells += [f"**{t['psnr']:.2f}** ({t['gain_db']:+.2f}) / {t['ssim']:.3f}" for t in (by[m, scale] for m in models)]
+        cells += [f"**{t['psnr']:.2f}** ({t['gain_db']:+.2f}) / {t['ssim']:.3f}" if t else "-"
+                  for t in (by.get((m, scale)) for m in models)]
         rows.append("| " + " | ".join(cells) + " |")
     return rows
 
