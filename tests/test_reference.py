@@ -99,6 +99,12 @@ def test_check_finds_a_summary_that_disagrees_a_job_half_committed_and_a_wrong_b
     table.loc[table["job"] == "fsrcnn_x2", "psnr"] += 0.01
     table.to_csv(tmp_path / reference.REFERENCE_DIR / "summary.csv", index=False)
     assert any("fsrcnn_x2's PSNR" in p for p in reference.check(tmp_path))
+    reference.write_summary(tmp_path)
+    tables = tmp_path / reference.REFERENCE_DIR / "tables.md"
+    assert "| x2 | 20 epochs | 36.00 / 0.900 | 38.00 (+2.00) / 0.900 |" in tables.read_text()
+    assert "- x2: FSRCNN 38.00 > bicubic 36.00" in tables.read_text()
+    tables.write_text(tables.read_text().replace("38.00 (+2.00)", "38.01 (+2.01)"))
+    assert reference.check(tmp_path) == [f"{tables}: not what summary.csv gives (mrsr reference collect writes both)"]
     _commit_fake_job(tmp_path, "srcnn_x2", [37.0], [35.0], epochs=100)
     reference.write_summary(tmp_path)
     assert reference.check(tmp_path) == ["srcnn_x2: trained 100 epochs, the reference budget is 20"]

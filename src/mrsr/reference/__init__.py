@@ -251,15 +251,21 @@ def shipped_frame(root: Path = ROOT) -> pd.DataFrame:
 
 
 def write_summary(root: Path = ROOT) -> Path:
+    """summary.csv, and tables.md written from it as read back (what check compares)."""
+    from .tables import TABLES_NAME, tables_markdown
+
     path = root / REFERENCE_DIR / "summary.csv"
     write_csv(path, summary_frame(root))
+    with atomic_path(path.with_name(TABLES_NAME), suffix=".md") as tmp:
+        tmp.write_text(tables_markdown(pd.read_csv(path, keep_default_na=False), BUDGET_EPOCHS), encoding="utf-8")
     return path
 
 
 def check(root: Path = ROOT) -> list[str]:
     """Problems of the committed reference: a job with some files but not all, a budget other than the
     profile's, a summary.csv row (job or bicubic) that differs from its per-image CSV (0.0001 dB) or is
-    missing, the folder over its size limit, fp16 weights not recorded as reproducing their figures."""
+    missing, tables.md not what summary.csv gives, the folder over its size limit, fp16 weights not
+    recorded as reproducing their figures."""
     problems = []
     config = load_config(root / PROFILE, base_dir=root)
     wanted = {j.name for j in training_jobs(config)}
@@ -291,6 +297,11 @@ def check(root: Path = ROOT) -> list[str]:
         csv = pd.read_csv(root / committed(bicubic_files(scale)["per_image"]))
         if len(rows) != 1 or abs(float(rows["psnr"].iloc[0]) - csv["psnr"].mean()) > 1e-4:
             problems.append(f"{summary_path}: bicubic_x{scale} is not one row equal to its per-image mean")
+    from .tables import TABLES_NAME, tables_markdown
+
+    tables = summary_path.with_name(TABLES_NAME)
+    if not tables.exists() or tables.read_text(encoding="utf-8") != tables_markdown(summary, BUDGET_EPOCHS):
+        problems.append(f"{tables}: not what {summary_path.name} gives (mrsr reference collect writes both)")
     return problems + _storage_problems(root, done)
 
 
