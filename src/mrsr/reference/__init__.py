@@ -328,16 +328,23 @@ def _storage_problems(root: Path, done: list[str]) -> list[str]:
     return problems
 
 
+# action -> what it does (the --help text); run() below carries each out
+ACTIONS = {
+    "profile": "write config/paper-cpu.yaml from config/paper.yaml (--check: only say whether it is current)",
+    "pending": "the jobs not committed yet, in the order they are trained",
+    "restore": "the committed jobs into the workflow's folders, newer than their inputs",
+    "collect": "finished jobs (named) into docs/reference/cpu, then summary.csv and tables.md",
+    "check": "every committed job complete, summary.csv and tables.md equal to its CSVs, size and fp16 records",
+    "publish": "the report rendered from all 18 committed jobs into docs/reference/cpu",
+    "compact": "fp16 in place of fp32 weights above 4 MB where every test slice's PSNR stays within 0.01 dB",
+    "validate": "every committed and shipped network on the validation slices, then shipping.csv (the proposed "
+                "net against the shipped FSRCNN per scale, on validation and on test)",
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["profile", "pending", "restore", "collect", "check", "publish", "compact",
-                                           "validate"],
-                        help="profile: write config/paper-cpu.yaml; pending: jobs not committed yet; restore: committed "
-                             "jobs into the workflow's folders; collect: finished jobs into docs/reference/cpu; check: "
-                             "the committed reference is complete per job and summary.csv agrees with its CSVs; publish: the rendered report (every job "
-                             "committed) into docs/reference/cpu; compact: fp16 in place of "
-                             "fp32 weights above 4 MB where every test slice's PSNR stays within 0.01 dB; validate: "
-                             "every committed and shipped network on the validation slices, then shipping.csv (the "
-                             "proposed net against the shipped FSRCNN per scale, on validation and test)")
+    parser.add_argument("action", choices=list(ACTIONS),
+                        help="; ".join(f"{name}: {what}" for name, what in ACTIONS.items()))
     parser.add_argument("jobs", nargs="*", help="with collect: the finished jobs to copy into the reference")
     parser.add_argument("--check", action="store_true", help="with profile: only say whether the file is current")
     parser.add_argument("--threads", type=int, default=1, help="with validate: torch CPU threads")
