@@ -23,6 +23,9 @@ while (($#)); do
   shift
 done
 profile=config/paper-cpu.yaml
+# The reference is kept in git, not DVC: the workflow's DVC record after each Snakemake run would
+# rewrite dvc.lock, and every later job's sidecar would name a "-dirty" revision.
+export MRSR_NO_DVC_COMMIT=1
 mrsr reference profile --check
 # The prepared data (ingest, split, patches) first, then the committed jobs on top: newer than the
 # patches they were trained on, so Snakemake (rerun triggers: mtime only) takes them as done.
