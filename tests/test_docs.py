@@ -362,7 +362,10 @@ MANIFEST = ROOT / "src" / "mrsr" / "zoo" / "manifest.json"
 #: A quoted figure may be rounded from its source's.
 README_QUOTES = {"+0.49": "docs/models.md", "1.83": "docs/benchmarks.md",
                  "0.1": "config/paper.yaml", "0.9": "config/paper.yaml", "3.0": "data/btp-sample/README.md",
-                 "3.11": "pyproject.toml"}
+                 "3.11": "pyproject.toml",
+                 # the CPU reference run's ranking (docs/reference/cpu/tables.md, written from its summary.csv)
+                 **{figure: "docs/reference/cpu/tables.md"
+                    for figure in ("38.40", "38.39", "38.20", "34.44", "34.28", "32.47", "32.34", "37.28", "37.83")}}
 
 
 def _shipped_table(manifest: dict) -> list[str]:

@@ -263,3 +263,36 @@ def test_compact_keeps_fp16_only_where_every_test_slice_is_reproduced(tmp_path, 
     table.to_csv(repo / fp16.FP16_CSV, index=False)
     assert reference.check(repo) == shipped_budget + [
         f"{files['weights']}: fp16 weights that {fp16.FP16_CSV} does not record as reproducing the job's figures"]
+
+
+# --- the whole reference: all 18 jobs, bicubic at every scale, the report ----------------------
+def test_committed_reference_is_complete_and_its_report_shows_every_method():
+    """All 18 jobs of Tables 1-2 and bicubic at x2/x3/x4 are in summary.csv, each job's row with its
+    budget (20 epochs, its samples) and its sidecar beside it, PSNR and SSIM the means of its
+    per-image CSV; the published report's Table 2 lists every method at every scale it is trained at."""
+    from mrsr.modelspec import display_name
+
+    assert reference.done_jobs(ROOT) == reference.ORDER and reference.check(ROOT) == []
+    summary = pd.read_csv(ROOT / reference.REFERENCE_DIR / "summary.csv", keep_default_na=False).set_index("job")
+    for scale in (2, 3, 4):
+        csv = pd.read_csv(ROOT / reference.committed(reference.bicubic_files(scale)["per_image"]))
+        assert summary.loc[f"bicubic_x{scale}", "psnr"] == pytest.approx(csv["psnr"].mean(), abs=1e-9)
+    methods_at = {2: set(), 3: set(), 4: set()}
+    for job in reference.ORDER:
+        files = {k: ROOT / reference.committed(p) for k, p in reference.workflow_files(job).items()}
+        sidecar = json.loads(files["sidecar"].read_text())
+        row, csv = summary.loc[job], pd.read_csv(files["per_image"])
+        assert row["sidecar"] == str(reference.committed(reference.workflow_files(job)["sidecar"]))
+        assert (row["epochs"], row["samples"]) == (20, 20 * sidecar["recipe"]["steps_per_epoch"] * 128), job
+        assert row["psnr"] == pytest.approx(csv["psnr"].mean(), abs=1e-9), job
+        assert row["ssim"] == pytest.approx(csv["ssim"].mean(), abs=1e-9), job
+        assert row["n_images"] == len(csv) == 120, job
+        methods_at[sidecar["scale"]].add(display_name(sidecar["model"]))
+    html = (ROOT / reference.REFERENCE_DIR / "report.html").read_text()
+    assert "<script src=\"http" not in html and "src=\"http" not in html  # reads offline
+    table2 = html.split('id="table2-data"', 1)[1].split("</table>", 1)[0]
+    groups = {int(g.split(":", 1)[0]): g for g in table2.split('<tr class="group"><th colspan="12">x')[1:]}
+    assert sorted(groups) == [2, 3, 4]
+    for scale, names in methods_at.items():
+        missing = [n for n in names | {"Bicubic"} if f">{n}<" not in groups[scale] and f">{n} " not in groups[scale]]
+        assert not missing, (scale, missing)
