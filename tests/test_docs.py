@@ -365,7 +365,9 @@ README_QUOTES = {"+0.49": "docs/models.md", "1.83": "docs/benchmarks.md",
                  "3.11": "pyproject.toml",
                  # the CPU reference run's ranking (docs/reference/cpu/tables.md, written from its summary.csv)
                  **{figure: "docs/reference/cpu/tables.md"
-                    for figure in ("38.40", "38.39", "38.20", "34.44", "34.28", "32.47", "32.34", "37.28", "37.83")}}
+                    for figure in ("38.40", "38.39", "38.20", "34.44", "34.28", "32.47", "32.34", "37.28", "37.83")},
+                 # the proposed net against the best baseline per scale (the reference's report, Table 2)
+                 "0.13": "docs/reference/cpu/report.html", "0.20": "docs/reference/cpu/report.html"}
 
 
 def _shipped_table(manifest: dict) -> list[str]:
