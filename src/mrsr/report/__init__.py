@@ -116,7 +116,7 @@ def render(config: dict[str, Any], inputs: ReportInputs, curves: dict[str, bytes
         distributions=distributions(per_image),
         split=split, split_table=split_table, val_slices=config["train"]["val_slices"], ingest=ingest, rejected=rejected.to_dict("records"), recipe=RECIPE.strip(),
         versions=versions(), hardware=hardware(), revision=git_revision(), jobs=[j.name for j in jobs],
-        model_init=proposed_init(config), train=config["train"],
+        model_init=proposed_init(config),
         table3=table3_rows(timing), table3_sizes=size_labels(timing), bf16=bf16_rows(timing),
         timing_machine=machine, paper_table3_cpu=paper.TABLE3_CPU, recipes=recipes, recipe_columns=RECIPE_COLUMNS,
     )
