@@ -61,7 +61,7 @@ def _commit_fake_job(root: Path, job: str, psnrs: list[float], bicubic: list[flo
     """A committed job as `mrsr reference collect` leaves it: five files, bicubic at its scale."""
     scale = int(job.rsplit("_x", 1)[1])
     files = reference.workflow_files(job)
-    for kind in ("weights", "history", "example"):
+    for kind in ("history", "example"):
         path = root / reference.committed(files[kind])
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"not read by the check")

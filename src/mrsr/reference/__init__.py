@@ -40,7 +40,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from mrsr.config import Job, load_config, training_jobs
+from mrsr.config import Job, file_sha256, load_config, training_jobs
 from mrsr.errors import UsageError
 from mrsr.io import atomic_path, write_csv
 from mrsr.workflow_support import seed_dir
@@ -307,8 +307,6 @@ def check(root: Path = ROOT) -> list[str]:
 
 def _storage_problems(root: Path, done: list[str]) -> list[str]:
     """The reference over its size limit, or fp16 weights that fp16.csv does not record as reproducing."""
-    from mrsr.config import file_sha256
-
     from .fp16 import FP16_CSV, LIMIT_BYTES, is_half, reference_bytes
 
     problems = []

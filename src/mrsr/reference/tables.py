@@ -25,9 +25,13 @@ def _bicubic(summary: pd.DataFrame, scale: int) -> str:
     return f"{rows['psnr'].iloc[0]:.2f} / {rows['ssim'].iloc[0]:.3f}" if len(rows) else "-"
 
 
+def _table2(rows: pd.DataFrame) -> pd.DataFrame:
+    """Table 2's rows: every method, the proposed net with its multi-resolution strategy only."""
+    return rows[(rows["method"] != "proposed") | (rows["strategy"] == "multi")]
+
+
 def _pick(rows: pd.DataFrame, method: str, scale: int) -> pd.Series | None:
-    hit = rows[(rows["method"] == method) & (rows["scale"] == scale)
-               & ((rows["method"] != "proposed") | (rows["strategy"] == "multi"))]
+    hit = _table2(rows[(rows["method"] == method) & (rows["scale"] == scale)])
     return hit.iloc[0] if len(hit) else None
 
 
@@ -65,7 +69,7 @@ def tables_markdown(summary: pd.DataFrame, budget_epochs: int) -> str:
             lines.append(f"| {strategy} | {_cell(hit.iloc[0] if len(hit) else None)} |")
     lines += ["", f"## Ranking at {budget_epochs} epochs (mean test PSNR, bicubic included)", ""]
     for scale in scales:
-        at = jobs[(jobs["scale"] == scale) & ((jobs["method"] != "proposed") | (jobs["strategy"] == "multi"))]
+        at = _table2(jobs[jobs["scale"] == scale])
         bic = summary[summary["job"] == f"bicubic_x{scale}"]
         ranked = [(display_name(r["method"]), r["psnr"]) for _, r in at.iterrows()]
         ranked += [("bicubic", bic["psnr"].iloc[0])] if len(bic) else []

@@ -13,6 +13,7 @@ default of every scale before the reference) and writes :data:`SHIPPING_CSV`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ def validate(root: Path = ROOT, patches_dir: Path | None = None, threads: int = 
 
     from mrsr.models import build_model
     from mrsr.train import validation_psnrs
-    from mrsr.weights import load_model
+    from mrsr.weights import load_model, read_sidecar
 
     torch.set_num_threads(threads)
     config = load_config(root / PROFILE, base_dir=root)
@@ -69,23 +70,23 @@ def validate(root: Path = ROOT, patches_dir: Path | None = None, threads: int = 
                 pairs_at[scale] = [(data[f"val_lr_{i}"], data[f"val_hr_{i}"]) for i in range(n)]
         return pairs_at[scale]
 
-    def record(name: str, sha: str, model, meta: dict) -> None:
+    def record(name: str, sha: str, meta: dict, load: Callable[[], torch.nn.Module]) -> None:
+        """Rows kept from VALIDATION_CSV for the same weights, else the network loaded and evaluated."""
         scale = int(meta["scale"])
         known = old[(old["name"] == name) & (old["sha256"] == sha)]
         if len(known) == len(pairs(scale)) > 0:
             rows.extend(known.to_dict("records"))
             return
-        values = validation_psnrs(model, pairs(scale), border_pixels(config, scale), torch.device("cpu"))
+        values = validation_psnrs(load(), pairs(scale), border_pixels(config, scale), torch.device("cpu"))
         rows.extend({"name": name, "method": meta["model"], "strategy": meta.get("strategy") or "", "scale": scale,
                      "slice": i, "psnr": v, "sha256": sha} for i, v in enumerate(values))
         print(f"{name}: validation PSNR {np.mean(values):.2f} dB on {len(values)} slices")
 
-    nets = candidates(root)
-    for scale in sorted({int(load_model(p)[1]["scale"]) for p in nets.values()}):
-        record(f"bicubic_x{scale}", "", build_model("bicubic", scale), {"model": "bicubic", "scale": scale})
-    for name, weights in nets.items():
-        model, meta = load_model(weights)
-        record(name, file_sha256(weights), model, meta)
+    nets = {name: (weights, read_sidecar(weights)) for name, weights in candidates(root).items()}
+    for scale in sorted({int(meta["scale"]) for _, meta in nets.values()}):
+        record(f"bicubic_x{scale}", "", {"model": "bicubic", "scale": scale}, lambda s=scale: build_model("bicubic", s))
+    for name, (weights, meta) in nets.items():
+        record(name, file_sha256(weights), meta, lambda w=weights: load_model(w)[0])
     frame = pd.DataFrame(rows)
     write_csv(path, frame)
     return frame
@@ -100,10 +101,10 @@ def shipping_frame(root: Path = ROOT) -> pd.DataFrame:
     from mrsr.report.tables import paired_comparison
 
     validation = pd.read_csv(root / VALIDATION_CSV, keep_default_na=False)
-    rows = []
+    rows, done = [], done_jobs(root)
     for scale in (2, 3, 4):
         job, rival = CANDIDATE.format(scale=scale), INCUMBENT.format(scale=scale)
-        if job not in done_jobs(root) or not (root / shipped_csv(rival)).exists():
+        if job not in done or not (root / shipped_csv(rival)).exists():
             continue
         row = {"scale": scale, "candidate": job, "incumbent": rival}
         for side, frames in (("validation", [validation[validation["name"] == n].rename(columns={"slice": "slice_id"})
